@@ -1,0 +1,93 @@
+/**
+ * The controller's HTTP API vocabulary: routes, request and response bodies.
+ * The server (controller/api), the agent and berthctl all import these.
+ *
+ *   GET    /healthz                                  {ok, etcd}
+ *   POST   /v1/pools                     CreatePool  -> PoolUsage (201)
+ *   GET    /v1/pools                                 -> {pools: PoolUsage[]}
+ *   GET    /v1/pools/:pool                           -> PoolUsage
+ *   POST   /v1/pools/:pool/bind          BindRequest -> BindResponse   (allocate or rebind)
+ *   POST   /v1/pools/:pool/release       ReleaseRequest -> ReleaseResponse (fenced by containerId)
+ *   POST   /v1/pools/:pool/pin           PinRequest  -> LeaseView
+ *   DELETE /v1/pools/:pool/leases/:ip[?force=1]      -> {freed: LeaseView}  (operator release)
+ *   GET    /v1/leases?pool=&host=&state=&identity=   -> {leases: LeaseView[]}
+ *   GET    /v1/leases/:ip[?pool=]                    -> LeaseView
+ *   GET    /v1/history?ip=&identity=&at=&since=&until=&limit=  -> {events: LeaseEvent[]}
+ *   GET    /v1/hosts                                 -> {hosts: HostView[]}
+ *
+ * Errors: {error: ErrorBody} with the status from common/errors.ts.
+ */
+import type { Host, LeaseEvent, LeaseState, LeaseView, PoolUsage } from './records';
+
+export interface CreatePool {
+  name: string;
+  cidr: string;
+  gateway?: string;
+  reserved?: string[];
+  holdSeconds?: number;
+}
+
+export interface BindRequest {
+  identity: string;
+  host: string;
+  containerId: string;
+  ifName: string;
+  /** Ask for a specific address (CNI `ips` capability); must be free or already this identity's. */
+  ip?: string;
+}
+
+export interface BindResponse {
+  lease: LeaseView;
+  /** True when this call created the lease rather than finding it. */
+  allocated: boolean;
+  gateway: string;
+  prefix: number;
+}
+
+export interface ReleaseRequest {
+  /** One of identity or ip names the lease. */
+  identity?: string;
+  ip?: string;
+  /** Fencing: only the container that holds the binding can release it. */
+  containerId: string;
+}
+
+export interface ReleaseResponse {
+  /** 'released' when this call released it; otherwise why nothing changed. */
+  outcome: 'released' | 'already-held' | 'stale' | 'not-found';
+  lease?: LeaseView;
+}
+
+export interface PinRequest {
+  identity: string;
+  ip?: string;
+}
+
+export interface LeaseFilter {
+  pool?: string;
+  host?: string;
+  state?: LeaseState | 'pinned';
+  identity?: string;
+}
+
+export interface HistoryQuery {
+  ip?: string;
+  identity?: string;
+  /** Return the event in force at this instant (the last one at or before it). */
+  at?: string;
+  since?: string;
+  until?: string;
+  limit?: number;
+}
+
+export interface HostView extends Host {
+  leases: number;
+}
+
+export interface Health {
+  ok: boolean;
+  etcd: boolean;
+  version: string;
+}
+
+export type { LeaseEvent, LeaseView, PoolUsage };

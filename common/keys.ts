@@ -1,0 +1,62 @@
+/**
+ * The etcd key schema, in one place (documented in docs/architecture.md).
+ *
+ *   /berth/v1/pools/<pool>                        Pool
+ *   /berth/v1/leases/<pool>/<ip>                  Lease   (address-keyed: one key per address)
+ *   /berth/v1/identities/<pool>/<identity>        {ip}    (identity index: same identity, same address)
+ *   /berth/v1/hosts/<host>                        Host    (attached to the agent's etcd lease)
+ *   /berth/v1/events/<ip>/<at>-<seq>              LeaseEvent (bounded by age and count)
+ *   /berth/v1/election/expirer                    etcd election for the single expirer
+ *
+ * Uniqueness of an address is the absence of its lease key, so every
+ * allocation is a transaction comparing that key's version with 0.
+ * Identities are URI-encoded so '/' in `k8s/ns/pod` stays one path segment.
+ */
+
+export const ROOT = '/berth/v1/';
+
+export const keys = {
+  poolPrefix: `${ROOT}pools/`,
+  pool: (pool: string) => `${ROOT}pools/${pool}`,
+  leasePrefix: `${ROOT}leases/`,
+  poolLeasePrefix: (pool: string) => `${ROOT}leases/${pool}/`,
+  lease: (pool: string, ip: string) => `${ROOT}leases/${pool}/${ip}`,
+  identityPrefix: `${ROOT}identities/`,
+  identity: (pool: string, identity: string) => `${ROOT}identities/${pool}/${encodeURIComponent(identity)}`,
+  hostPrefix: `${ROOT}hosts/`,
+  host: (host: string) => `${ROOT}hosts/${host}`,
+  eventPrefix: `${ROOT}events/`,
+  addressEventPrefix: (ip: string) => `${ROOT}events/${ip}/`,
+  event: (ip: string, at: string, seq: string) => `${ROOT}events/${ip}/${at}-${seq}`,
+  electionExpirer: 'berth-v1-expirer',
+} as const;
+
+export type ParsedKey =
+  | { type: 'pool'; pool: string }
+  | { type: 'lease'; pool: string; ip: string }
+  | { type: 'identity'; pool: string; identity: string }
+  | { type: 'host'; host: string }
+  | { type: 'event'; ip: string }
+  | { type: 'other' };
+
+export function parseKey(key: string): ParsedKey {
+  if (!key.startsWith(ROOT)) return { type: 'other' };
+  const parts = key.slice(ROOT.length).split('/');
+  switch (parts[0]) {
+    case 'pools':
+      return parts.length === 2 ? { type: 'pool', pool: parts[1] } : { type: 'other' };
+    case 'leases':
+      return parts.length === 3 ? { type: 'lease', pool: parts[1], ip: parts[2] } : { type: 'other' };
+    case 'identities':
+      return parts.length === 3 ? { type: 'identity', pool: parts[1], identity: decodeURIComponent(parts[2]) } : { type: 'other' };
+    case 'hosts':
+      return parts.length === 2 ? { type: 'host', host: parts[1] } : { type: 'other' };
+    case 'events':
+      return parts.length === 3 ? { type: 'event', ip: parts[1] } : { type: 'other' };
+    default:
+      return { type: 'other' };
+  }
+}
+
+/** Names that become one etcd path segment (pools, hosts). */
+export const NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;

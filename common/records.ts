@@ -1,0 +1,91 @@
+/**
+ * The records Berth keeps in etcd and passes over its APIs. The controller
+ * writes pools and leases, agents write hosts; everybody reads all three.
+ * Values are JSON; the etcd mod revision of a lease travels beside it as its
+ * fencing token (`revision`), never inside the stored value.
+ */
+
+export interface Pool {
+  name: string;
+  /** IPv4 or IPv6 network in CIDR form, e.g. 198.18.0.0/16. */
+  cidr: string;
+  /** The gateway every container uses; reserved, never leased. */
+  gateway: string;
+  /** Further addresses never leased (network and broadcast are implied). */
+  reserved: string[];
+  /** How long a released lease stays reserved for its identity. */
+  holdSeconds: number;
+  createdAt: string;
+}
+
+export type LeaseState = 'bound' | 'held';
+
+export interface Binding {
+  host: string;
+  containerId: string;
+  ifName: string;
+  boundAt: string;
+}
+
+export interface Lease {
+  pool: string;
+  ip: string;
+  identity: string;
+  state: LeaseState;
+  /** Pinned leases never expire; only an operator frees them. */
+  pinned: boolean;
+  /** Present while bound. */
+  binding?: Binding;
+  /** Present while held and not pinned: when the hold lapses. */
+  heldUntil?: string;
+  /** The binding before the current one, kept for `leases show`. */
+  lastBinding?: Binding;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A lease as read from etcd: the record plus its fencing token. */
+export interface LeaseView extends Lease {
+  /** etcd mod revision of the lease key: higher means newer binding. */
+  revision: string;
+}
+
+export interface Host {
+  name: string;
+  underlayIp: string;
+  vtepMac: string;
+  vni: number;
+  /** The pool the agent serves. */
+  pool: string;
+  registeredAt: string;
+}
+
+export type LeaseEventKind = 'allocated' | 'bound' | 'rebound' | 'moved' | 'released' | 'pinned' | 'unpinned' | 'expired' | 'freed';
+
+export interface LeaseEvent {
+  at: string;
+  kind: LeaseEventKind;
+  pool: string;
+  ip: string;
+  identity: string;
+  host?: string;
+  containerId?: string;
+  oldState: LeaseState | 'free';
+  newState: LeaseState | 'free';
+  /** Who asked: a host agent, an operator, or the expirer. */
+  actor?: string;
+}
+
+export interface PoolUsage extends Pool {
+  size: number;
+  bound: number;
+  held: number;
+  pinned: number;
+  free: number;
+}
+
+export const DEFAULT_HOLD_SECONDS = 3600;
+export const DEFAULT_VNI = 4242;
+export const VXLAN_PORT = 4789;
+/** Outer IPv4 + UDP + VXLAN + inner Ethernet headers (RFC 7348). */
+export const VXLAN_OVERHEAD = 50;

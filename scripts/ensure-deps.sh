@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for Berth: etcd, iproute2, the
+# reference CNI plugins (chaining tests and benchmarks), then npm packages,
+# then builds. Idempotent: each step is skipped when already satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[ -x /usr/lib/cni/portmap ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+if [ "${BERTH_WITH_BENCH_TOOLS:-0}" = 1 ]; then
+  command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "berth: installing ${need[*]} from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
