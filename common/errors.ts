@@ -106,12 +106,14 @@ export function fromBody(body: unknown): BerthError {
 export function castError(e: unknown): BerthError {
   if (isBerthError(e)) return e;
   const err = e as { name?: string; code?: string; message?: string } | null;
-  const name = err?.name ?? '';
+  // etcd3's error classes keep name 'Error'; their constructor names are what tell them apart.
+  const ctor = (e as { constructor?: { name?: string } } | null)?.constructor?.name ?? '';
+  const name = ctor && ctor !== 'Error' && ctor !== 'Object' ? ctor : err?.name ?? '';
   const message = err?.message ?? String(e);
-  if (/^(GRPCUnavailableError|GRPCDeadlineExceededError|ClientRuntimeError|GRPCConnectFailedError)$/.test(name)) {
+  if (/^(GRPCUnavailableError|GRPCDeadlineExceededError|ClientRuntimeError|GRPCConnectFailedError|BrokenCircuitError|IsolatedCircuitError|GRPCCancelledError)$/.test(name)) {
     return new BerthError('StoreUnavailable', message);
   }
-  if (name === 'GRPCGenericError' && /unavailable|connect|deadline|timed? ?out/i.test(message)) {
+  if (/^GRPC/.test(name) && /unavailable|connect|deadline|timed? ?out/i.test(message) || /circuit breaker is open/.test(message)) {
     return new BerthError('StoreUnavailable', message);
   }
   if (/^Request rejected: E[A-Z]+/.test(message)) return new BerthError('KernelError', message);

@@ -60,8 +60,8 @@ export async function startEtcd(): Promise<EtcdServer> {
     endpoint, pid, dataDir,
     client() { const c = new Etcd3({ hosts: endpoint }); clients.push(c); return c; },
     async stop() {
-      for (const c of clients) c.close();
-      if (child.exitCode === null) {
+      for (const c of clients.splice(0)) c.close();
+      if (child.exitCode === null && child.signalCode === null) {
         process.kill(pid, 'SIGTERM');
         const timer = setTimeout(() => { if (child.exitCode === null) process.kill(pid, 'SIGKILL'); }, 5000);
         await exited;

@@ -1,0 +1,114 @@
+/**
+ * Pure: the kernel state one host should hold, computed from the etcd view
+ * (hosts and leases). The routed, flannel-style layout it produces is
+ * described in docs/dataplane.md:
+ *
+ *   local bound lease    ->  <ip>/32 dev berth0                       (scope link)
+ *   remote bound lease   ->  <ip>/32 via <remote underlay> dev berth.vxlan onlink src <own underlay>
+ *   each remote host     ->  neigh <remote underlay> lladdr <remote vtep mac> dev berth.vxlan
+ *                            fdb   <remote vtep mac> dst <remote underlay> dev berth.vxlan
+ *
+ * One route per remote container, not one per host: addresses move between
+ * hosts (a restarted pod keeps its IP), so no host owns a subnet.
+ */
+import type { Host, LeaseView } from '../common/records';
+import { VXLAN_OVERHEAD, VXLAN_PORT } from '../common/records';
+import type { FdbSpec, KernelState, NeighSpec, RouteSpec } from './plan';
+
+export const BRIDGE_NAME = 'berth0';
+export const VXLAN_NAME = 'berth.vxlan';
+
+export interface DesiredInput {
+  /** This host's name, as registered under /berth/v1/hosts/. */
+  self: string;
+  hosts: Host[];
+  leases: LeaseView[];
+  /** The pool this agent serves; leases of other pools are ignored. */
+  pool: { name: string; cidr: string; gateway: string };
+  underlayMtu: number;
+}
+
+/** Device-level settings (ensured by agent/kernel/devices.ts, not planned per pass). */
+export interface DeviceSpec {
+  bridge: { name: string; address: string; mtu: number };
+  vxlan: { name: string; vni: number; local: string; port: number; mtu: number; mac?: string };
+}
+
+export interface Desired extends KernelState {
+  devices?: DeviceSpec;
+}
+
+export function overlayMtu(underlayMtu: number): number {
+  return underlayMtu - VXLAN_OVERHEAD;
+}
+
+/** Fencing: when two leases claim one address, the higher etcd revision wins. */
+function newer(a: LeaseView, b: LeaseView): boolean {
+  return BigInt(a.revision) > BigInt(b.revision);
+}
+
+export function winningLeases(leases: LeaseView[], pool?: string): Map<string, LeaseView> {
+  const byIp = new Map<string, LeaseView>();
+  for (const l of leases) {
+    if (pool !== undefined && l.pool !== pool) continue;
+    const cur = byIp.get(l.ip);
+    if (!cur || newer(l, cur)) byIp.set(l.ip, l);
+  }
+  return byIp;
+}
+
+export function desiredState(input: DesiredInput): Desired {
+  const hosts = new Map(input.hosts.map((h) => [h.name, h]));
+  const me = hosts.get(input.self);
+  const routes: RouteSpec[] = [];
+  const neighs: NeighSpec[] = [];
+  const fdbs: FdbSpec[] = [];
+
+  // Remote hosts: one neighbour + one FDB entry each. A host that shares our
+  // underlay address is a stale registration of ourselves; skip it.
+  const remotes = new Map<string, Host>();
+  for (const h of hosts.values()) {
+    if (h.name === input.self || (me && h.underlayIp === me.underlayIp)) continue;
+    if (me && h.vni !== me.vni) continue;
+    remotes.set(h.name, h);
+  }
+  const seenVtep = new Set<string>();
+  for (const h of [...remotes.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    if (seenVtep.has(h.underlayIp)) continue; // one next hop per underlay address
+    seenVtep.add(h.underlayIp);
+    const vtepMac = h.vtepMac.toLowerCase();
+    neighs.push({ dev: VXLAN_NAME, ip: h.underlayIp, mac: vtepMac });
+    fdbs.push({ dev: VXLAN_NAME, mac: vtepMac, dst: h.underlayIp });
+  }
+
+  for (const l of winningLeases(input.leases, input.pool.name).values()) {
+    if (l.state !== 'bound' || !l.binding || l.ip === input.pool.gateway) continue;
+    const dst = `${l.ip}/32`;
+    if (l.binding.host === input.self) {
+      routes.push({ dst, dev: BRIDGE_NAME });
+      continue;
+    }
+    const h = remotes.get(l.binding.host);
+    if (!h || !me) continue; // unregistered host: no route beats a wrong one
+    routes.push({ dst, dev: VXLAN_NAME, via: h.underlayIp, onlink: true, src: me.underlayIp });
+  }
+  routes.sort((a, b) => (a.dst < b.dst ? -1 : a.dst > b.dst ? 1 : 0));
+
+  const mtu = overlayMtu(input.underlayMtu);
+  const devices: DeviceSpec | undefined = me && {
+    bridge: { name: BRIDGE_NAME, address: `${input.pool.gateway}/32`, mtu },
+    vxlan: { name: VXLAN_NAME, vni: me.vni, local: me.underlayIp, port: VXLAN_PORT, mtu, mac: me.vtepMac.toLowerCase() },
+  };
+  return { routes, neighs, fdbs, devices };
+}
+
+/**
+ * A stable, locally administered unicast MAC for a host's VTEP, so a
+ * restarted agent re-registers the same address and peers' FDB stays right.
+ */
+export function vtepMacFor(hostName: string): string {
+  let h = 0x811c9dc5; // FNV-1a, 32 bits
+  for (const c of Buffer.from(hostName)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  const bytes = [0x0e, 0xbe, (h >>> 24) & 0xff, (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}

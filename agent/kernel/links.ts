@@ -1,0 +1,214 @@
+/**
+ * Links and addresses over one netlink socket (whichever netns it lives in).
+ * ensureX helpers read first and write only what differs, so calling them on
+ * every reconcile pass touches nothing when the device is already right.
+ */
+import type { rt } from 'netlink';
+import { BerthError } from '../../common/errors';
+import {
+  AF_INET, CREATE_EXCL, REPLACE, VXLAN, cidr4, ip4, ip4text, isErrno, linkinfo, mac, mactext, nl, nlGone,
+  parseLinkinfo, vethPeer, vxlanData, type Netlink,
+} from './nl';
+
+export interface LinkInfo {
+  index: number;
+  name: string;
+  kind?: string;
+  mtu?: number;
+  mac?: string;
+  up: boolean;
+  master?: number;
+  /** Parsed kind-specific data (IFLA_INFO_DATA), when the kernel sends it. */
+  data?: Map<number, Buffer>;
+}
+
+function toInfo(m: rt.LinkMessage): LinkInfo {
+  const li = parseLinkinfo(m.attrs.linkinfo);
+  return {
+    index: m.data.index!,
+    name: m.attrs.ifname ?? '',
+    kind: li.kind,
+    mtu: m.attrs.mtu,
+    mac: mactext(m.attrs.address),
+    up: !!m.data.flags?.up,
+    master: m.attrs.master || undefined,
+    data: li.data,
+  };
+}
+
+export async function listLinks(sock: Netlink): Promise<LinkInfo[]> {
+  return (await nl('list links', sock.getLinks())).map(toInfo);
+}
+
+export async function getLink(sock: Netlink, name: string): Promise<LinkInfo | undefined> {
+  try {
+    const [m] = await nl(`get link ${name}`, sock.getLink({}, { ifname: name }));
+    return m && toInfo(m);
+  } catch (e) {
+    if (isErrno(e, 'ENODEV', 'ENOENT')) return undefined;
+    throw e;
+  }
+}
+
+async function mustGetLink(sock: Netlink, name: string): Promise<LinkInfo> {
+  const l = await getLink(sock, name);
+  if (!l) throw new BerthError('NotFound', name, 'no such link');
+  return l;
+}
+
+export async function deleteLink(sock: Netlink, name: string): Promise<void> {
+  const l = await getLink(sock, name);
+  if (l) await nlGone(`delete link ${name}`, sock.delLink({ index: l.index }));
+}
+
+export async function setUp(sock: Netlink, l: LinkInfo): Promise<void> {
+  if (!l.up) await nl(`up ${l.name}`, sock.setLink({ index: l.index, flags: { up: true }, change: { up: true } }));
+}
+
+/** Sets MTU, MAC and master only where they differ from l. */
+export async function setLinkAttrs(sock: Netlink, l: LinkInfo, want: { mtu?: number; mac?: string; master?: number }) {
+  const attrs: { mtu?: number; address?: Buffer; master?: number } = {};
+  if (want.mtu !== undefined && want.mtu !== l.mtu) attrs.mtu = want.mtu;
+  if (want.mac !== undefined && want.mac.toLowerCase() !== l.mac) attrs.address = mac(want.mac);
+  if (want.master !== undefined && want.master !== l.master) attrs.master = want.master;
+  if (Object.keys(attrs).length) await nl(`set ${l.name} ${Object.keys(attrs).join(',')}`, sock.setLink({ index: l.index }, attrs));
+}
+
+/** Creates a link unless one with that name exists; returns the fresh view either way. */
+async function createOrGet(sock: Netlink, name: string, kind: string, create: () => Promise<unknown>): Promise<LinkInfo> {
+  const have = await getLink(sock, name);
+  if (have && have.kind !== kind) throw new BerthError('KernelError', `${name} is a ${have.kind ?? 'plain'} link, want ${kind}`, 'link exists with another kind');
+  if (!have) {
+    try {
+      await nl(`create ${kind} ${name}`, create());
+    } catch (e) {
+      if (!isErrno(e, 'EEXIST')) throw e; // lost a race: re-read and verify below
+    }
+  }
+  return mustGetLink(sock, name);
+}
+
+// --- addresses -----------------------------------------------------------------
+
+export async function listAddresses(sock: Netlink, index?: number): Promise<{ index: number; cidr: string }[]> {
+  const all = await nl('list addresses', sock.getAddresses({ family: AF_INET }));
+  return all
+    .filter((a) => a.data.family === AF_INET && (index === undefined || a.data.index === index))
+    .map((a) => ({ index: a.data.index!, cidr: `${ip4text(a.attrs.local ?? a.attrs.address)}/${a.data.prefixlen}` }));
+}
+
+/** Adds ip/prefix to the link (replace semantics). Extra addresses are left alone. */
+export async function ensureAddress(sock: Netlink, index: number, cidr: string): Promise<void> {
+  const { ip, prefix } = cidr4(cidr);
+  if ((await listAddresses(sock, index)).some((a) => a.cidr === `${ip}/${prefix}`)) return;
+  await nl(
+    `add address ${cidr}`,
+    sock.newAddress({ family: AF_INET, prefixlen: prefix, index }, { local: ip4(ip), address: ip4(ip) }, REPLACE),
+  );
+}
+
+export async function deleteAddress(sock: Netlink, index: number, cidr: string): Promise<void> {
+  const { ip, prefix } = cidr4(cidr);
+  await nlGone(`delete address ${cidr}`, sock.delAddress({ family: AF_INET, prefixlen: prefix, index }, { local: ip4(ip), address: ip4(ip) }));
+}
+
+// --- devices -------------------------------------------------------------------
+
+export interface BridgeSpec {
+  name: string;
+  /** e.g. "198.18.0.1/32": the pool gateway, the same on every host. */
+  address: string;
+  mtu: number;
+}
+
+export async function ensureBridge(sock: Netlink, b: BridgeSpec): Promise<LinkInfo> {
+  const l = await createOrGet(sock, b.name, 'bridge', () =>
+    sock.newLink({}, { ifname: b.name, mtu: b.mtu, linkinfo: linkinfo('bridge') }, CREATE_EXCL),
+  );
+  await setLinkAttrs(sock, l, { mtu: b.mtu });
+  await ensureAddress(sock, l.index, b.address);
+  await setUp(sock, l);
+  return l;
+}
+
+export interface VxlanSpec {
+  name: string;
+  vni: number;
+  /** Own underlay address (IFLA_VXLAN_LOCAL). */
+  local: string;
+  port: number;
+  mtu: number;
+  mac?: string;
+}
+
+function vxlanMatches(l: LinkInfo, v: VxlanSpec): boolean {
+  const d = l.data;
+  if (!d) return true; // kernel sent no INFO_DATA: nothing to compare against
+  return (
+    d.get(VXLAN.ID)?.readUInt32LE(0) === v.vni &&
+    ip4text(d.get(VXLAN.LOCAL)) === v.local &&
+    d.get(VXLAN.PORT)?.readUInt16BE(0) === v.port &&
+    d.get(VXLAN.LEARNING)?.[0] === 0
+  );
+}
+
+/**
+ * VXLAN parameters can't be changed on a live device, so a mismatch (say the
+ * underlay address changed) means delete and recreate. Learning is off: the
+ * agent writes every FDB entry itself from etcd.
+ */
+export async function ensureVxlan(sock: Netlink, v: VxlanSpec): Promise<LinkInfo> {
+  const create = () =>
+    sock.newLink(
+      {},
+      { ifname: v.name, mtu: v.mtu, ...(v.mac ? { address: mac(v.mac) } : {}), linkinfo: linkinfo('vxlan', vxlanData(v)) },
+      CREATE_EXCL,
+    );
+  let l = await createOrGet(sock, v.name, 'vxlan', create);
+  if (!vxlanMatches(l, v)) {
+    await deleteLink(sock, v.name);
+    l = await createOrGet(sock, v.name, 'vxlan', create);
+  }
+  await setLinkAttrs(sock, l, { mtu: v.mtu, mac: v.mac });
+  await setUp(sock, l);
+  return l;
+}
+
+export interface VethSpec {
+  /** Host-side name, at most 15 bytes. */
+  hostName: string;
+  /** Name inside the pod's netns (CNI_IFNAME), e.g. eth0. */
+  peerName: string;
+  /** fd of the pod netns (from openNetnsFd): the peer is born there. */
+  peerNetnsFd: number;
+  mtu: number;
+  peerMac?: string;
+}
+
+/**
+ * Creates the pair with the peer placed straight into the pod's netns under
+ * its final name, so there is no window where it sits in the host netns
+ * with a temporary name. Returns the host side.
+ */
+export async function createVeth(sock: Netlink, v: VethSpec): Promise<LinkInfo> {
+  await nl(
+    `create veth ${v.hostName}`,
+    sock.newLink(
+      {},
+      {
+        ifname: v.hostName,
+        mtu: v.mtu,
+        linkinfo: linkinfo('veth', vethPeer({ ifname: v.peerName, netnsFd: v.peerNetnsFd, mtu: v.mtu, mac: v.peerMac })),
+      },
+      CREATE_EXCL,
+    ),
+  );
+  return mustGetLink(sock, v.hostName);
+}
+
+/** Host-side veth name for a container: stable, unique enough, 15 bytes max. */
+export function vethNameFor(containerId: string, ifName: string): string {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(`${containerId}/${ifName}`)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  return `bth${h.toString(16).padStart(8, '0')}`;
+}

@@ -1,0 +1,151 @@
+/**
+ * The only module that enters network namespaces. Everything else gets a
+ * netlink socket (or a namespace fd) from here and never calls setns itself.
+ *
+ * A netlink socket belongs to the namespace it was opened in, for its whole
+ * life. So to program a pod we setns the JS main thread into the pod's netns,
+ * open a socket, and setns straight back - all synchronously, so no other JS
+ * (and no libuv callback) ever runs while the thread is elsewhere. The rules
+ * that keep this safe are in agent/README-netns.md and docs/netns.md.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createRtNetlink, type RtNetlinkSocket } from 'netlink';
+import { BerthError } from '../../common/errors';
+
+interface Addon {
+  setns(fd: number, nstype: number): void;
+  CLONE_NEWNET: number;
+}
+
+/** dist/agent/kernel/netns.js -> <repo>/agent/native/build/Release. */
+export const ADDON_PATH =
+  process.env.BERTH_NETNS_ADDON ?? path.join(__dirname, '../../../agent/native/build/Release/berth_netns.node');
+
+let addon: Addon | undefined;
+function load(): Addon {
+  if (!addon) {
+    try {
+      addon = require(ADDON_PATH) as Addon;
+    } catch (e) {
+      throw new BerthError('Internal', `${ADDON_PATH}: ${(e as Error).message}`, 'netns addon not built (run npm run build)');
+    }
+  }
+  return addon;
+}
+
+let warmed = false;
+
+/**
+ * libuv starts its thread pool on the first async fs/dns call, and a thread
+ * inherits the namespace of the thread that creates it. Starting it here, in
+ * our own netns, keeps pool threads from being born inside a pod's netns.
+ */
+export async function warmThreadPool(): Promise<void> {
+  if (warmed) return;
+  await fs.promises.stat('/proc/self/ns/net');
+  warmed = true;
+}
+
+/** Accepts /var/run/netns/NAME, /run/netns/NAME, /proc/PID/ns/net or a bare NAME. */
+export function resolveNetnsPath(p: string): string {
+  if (!p) throw new BerthError('InvalidRequest', p, 'empty netns path');
+  return p.includes('/') ? p : `/run/netns/${p}`;
+}
+
+/**
+ * Opens a namespace fd (for IFLA_NET_NS_FD). The caller closes it. libuv
+ * opens with O_CLOEXEC, so the fd never leaks into a child process.
+ */
+export function openNetnsFd(nsPath: string): number {
+  const p = resolveNetnsPath(nsPath);
+  try {
+    return fs.openSync(p, fs.constants.O_RDONLY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new BerthError('NotFound', p, 'network namespace does not exist');
+    throw new BerthError('IO', `${p}: ${(e as Error).message}`);
+  }
+}
+
+/** Same inode and device as /proc/self/ns/net: the path names our own netns. */
+export function isOwnNetns(nsPath: string): boolean {
+  const a = fs.statSync(resolveNetnsPath(nsPath));
+  const b = fs.statSync('/proc/thread-self/ns/net');
+  return a.ino === b.ino && a.dev === b.dev;
+}
+
+/**
+ * Runs fn with the main thread inside nsPath's netns, then moves back.
+ * Synchronous on purpose: between the two setns calls nothing else may run
+ * (no await, no Worker, no child process), and fn must be synchronous too.
+ * Private: callers get sockets or sysctl writes, never a raw "inside" window.
+ */
+function enterSync<T>(nsPath: string, fn: () => T): T {
+  // Refuse rather than warm here: the mistake is silent and bites much later.
+  if (!warmed) throw new BerthError('Internal', 'call warmThreadPool() before entering a netns', 'thread pool not warmed');
+  const { setns, CLONE_NEWNET } = load();
+  const own = fs.openSync('/proc/thread-self/ns/net', fs.constants.O_RDONLY);
+  let target: number | undefined;
+  try {
+    target = openNetnsFd(nsPath);
+    try {
+      setns(target, CLONE_NEWNET);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EINVAL') {
+        throw new BerthError('InvalidRequest', resolveNetnsPath(nsPath), 'not a network namespace');
+      }
+      throw e;
+    }
+    try {
+      return fn();
+    } finally {
+      // If this fails the process is in the wrong netns for good: crash loudly.
+      try {
+        setns(own, CLONE_NEWNET);
+      } catch (e) {
+        process.stderr.write(`berth: cannot return to own netns: ${(e as Error).message}\n`);
+        process.abort();
+      }
+    }
+  } finally {
+    if (target !== undefined) fs.closeSync(target);
+    fs.closeSync(own);
+  }
+}
+
+/** Opens an rtnetlink socket that lives (for good) in nsPath's namespace. */
+export function openNetlinkIn(nsPath: string): RtNetlinkSocket {
+  return enterSync(nsPath, () => createRtNetlink());
+}
+
+/**
+ * Writes a net sysctl (e.g. "net/ipv4/ip_forward") in nsPath's netns, or in
+ * our own when nsPath is undefined. /proc/sys/net follows the netns of the
+ * thread that opens it, hence the synchronous write inside the window.
+ */
+export function writeSysctl(nsPath: string | undefined, key: string, value: string): void {
+  if (!/^net\/[a-z0-9_./-]+$/.test(key) || key.includes('..')) throw new BerthError('InvalidRequest', key, 'not a net sysctl');
+  const write = () => fs.writeFileSync(`/proc/sys/${key}`, value);
+  if (nsPath === undefined) write();
+  else enterSync(nsPath, write);
+}
+
+/** Opens a socket in our own namespace (no setns involved). */
+export function openNetlink(): RtNetlinkSocket {
+  return createRtNetlink();
+}
+
+/**
+ * Runs fn with a netlink socket inside nsPath and closes the socket after.
+ * fn may await freely: only the socket is in the pod's netns, not the thread.
+ */
+export async function withNetns<T>(nsPath: string, fn: (nl: RtNetlinkSocket) => Promise<T>): Promise<T> {
+  await warmThreadPool();
+  const nl = openNetlinkIn(nsPath);
+  try {
+    return await fn(nl);
+  } finally {
+    nl.socket.close();
+  }
+}

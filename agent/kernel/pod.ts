@@ -1,0 +1,81 @@
+/**
+ * Plumbing one pod interface: the kernel half of CNI ADD and DEL. The host
+ * side of the veth joins berth0; the pod side is born inside the pod's netns
+ * under its final name and gets <ip>/32 plus "default via <gateway> onlink",
+ * so every packet leaves through the host (routed, never bridged between
+ * hosts). ADD undoes itself on failure; DEL succeeds when things are gone.
+ */
+import { BRIDGE_NAME } from '../desired';
+import { BerthError } from '../../common/errors';
+import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, vethNameFor } from './links';
+import { openNetnsFd, withNetns } from './netns';
+import type { Netlink } from './nl';
+import { deleteRoute, linkIndex, replaceRoute } from './routes';
+import * as fs from 'node:fs';
+
+export interface AttachSpec {
+  containerId: string;
+  ifName: string;
+  /** /run/netns/NAME or /proc/PID/ns/net. */
+  netns: string;
+  ip: string;
+  gateway: string;
+  mtu: number;
+  mac?: string;
+  bridge?: string;
+}
+
+export interface Attachment {
+  hostVeth: string;
+  /** MAC of the pod-side interface, for the CNI result. */
+  mac: string;
+  sandbox: string;
+}
+
+/** rtm_protocol for routes inside the pod: RTPROT_BOOT, as `ip route add` uses. */
+const POD_ROUTE_PROTO = 3;
+
+export async function attachPod(host: Netlink, s: AttachSpec): Promise<Attachment> {
+  const bridgeName = s.bridge ?? BRIDGE_NAME;
+  const bridge = await getLink(host, bridgeName);
+  if (!bridge) throw new BerthError('TryAgainLater', bridgeName, 'bridge not ready');
+  const hostVeth = vethNameFor(s.containerId, s.ifName);
+  // A repeated ADD starts over; deleting the host side removes the pod side too.
+  await deleteLink(host, hostVeth);
+
+  const fd = openNetnsFd(s.netns);
+  try {
+    await createVeth(host, { hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac });
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    const mac = await withNetns(s.netns, async (pod) => {
+      const lo = await getLink(pod, 'lo');
+      if (lo) await setUp(pod, lo);
+      const eth = await getLink(pod, s.ifName);
+      if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
+      await ensureAddress(pod, eth.index, `${s.ip}/32`);
+      await setUp(pod, eth);
+      const links = await linkIndex(pod);
+      await replaceRoute(pod, links, { dst: '0.0.0.0/0', dev: s.ifName, via: s.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
+      return eth.mac!;
+    });
+    const hv = await getLink(host, hostVeth);
+    if (!hv) throw new BerthError('KernelError', hostVeth, 'host veth vanished');
+    await setLinkAttrs(host, hv, { master: bridge.index });
+    await setUp(host, hv);
+    await replaceRoute(host, await linkIndex(host), { dst: `${s.ip}/32`, dev: bridgeName });
+    return { hostVeth, mac, sandbox: s.netns };
+  } catch (e) {
+    await deleteLink(host, hostVeth).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Removes the veth (and with it the pod side) and the host route; idempotent. */
+export async function detachPod(host: Netlink, s: { containerId: string; ifName: string; ip?: string; bridge?: string }) {
+  await deleteLink(host, vethNameFor(s.containerId, s.ifName));
+  if (s.ip) await deleteRoute(host, await linkIndex(host), { dst: `${s.ip}/32`, dev: s.bridge ?? BRIDGE_NAME });
+}
+

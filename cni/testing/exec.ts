@@ -1,0 +1,59 @@
+/**
+ * Runs the bundled `berth` binary exactly as a runtime does: a clean
+ * environment with the CNI_* variables, the network configuration on stdin,
+ * stdout/stderr/exit status captured. Async, so a fake agent in the same
+ * process can answer.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(__dirname, '../../..');
+export const BIN = join(ROOT, 'dist/bin/berth');
+
+let built: Promise<void> | undefined;
+/** Builds dist/bin/berth from the current sources once per test process. */
+export function ensureBundle(): Promise<void> {
+  built ??= new Promise<void>((res, rej) => {
+    execFile(process.execPath, [join(ROOT, 'scripts/bundle-cni.mjs')], { env: { ...process.env, BERTH_QUIET: '1' } }, (err, _o, stderr) => {
+      if (err) rej(new Error(`bundle failed: ${stderr}`));
+      else if (!existsSync(BIN)) rej(new Error('bundle produced no binary'));
+      else res();
+    });
+  });
+  return built;
+}
+
+export interface ExecResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON, or undefined when empty. */
+  json?: any;
+}
+
+export function execPlugin(env: Record<string, string | undefined>, stdin: string | object): Promise<ExecResult> {
+  const clean: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
+  return new Promise((res, rej) => {
+    const child = spawn(BIN, [], { env: clean, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', rej);
+    child.on('close', (code) => {
+      let json: unknown;
+      if (stdout.trim() !== '') {
+        try {
+          json = JSON.parse(stdout);
+        } catch {
+          json = undefined;
+        }
+      }
+      res({ code, stdout, stderr, json });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(typeof stdin === 'string' ? stdin : JSON.stringify(stdin));
+  });
+}

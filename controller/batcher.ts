@@ -1,0 +1,151 @@
+/**
+ * Group commit for new allocations. Requests for identities that have no
+ * address yet queue per pool; while one transaction is in flight the queue
+ * fills, and the next transaction allocates the whole queue at once (each
+ * item still guarded by its own "identity absent" and "address absent"
+ * compares). etcd's cost is per transaction (one raft entry, one fsync), so
+ * under concurrency this beats one transaction per allocation.
+ *
+ * A failed batch is retried item by item, concurrently, so one stale item
+ * cannot starve the others; an item that still conflicts goes back to the
+ * store, which re-reads fresh state.
+ *
+ * etcd refuses transactions of more than --max-txn-ops (128 by default)
+ * operations; an item costs 2 compares and 3 puts, so batches stay at 32.
+ *
+ * Addresses proposed or just committed stay in `inflight` until the view has
+ * seen the commit, so the next batch never proposes them again.
+ */
+import { randomInt } from 'node:crypto';
+import type { Etcd3 } from 'etcd3';
+import type { BindRequest } from '../common/api';
+import { castError } from '../common/errors';
+import { keys } from '../common/keys';
+import type { Lease } from '../common/records';
+import { chooseFree, ipAt, type PoolSpace } from './allocator';
+import { newLease } from './lease-rules';
+import { commitIf, putEvent, putIdentity, putLease, type Compare } from './txn';
+import type { IOperation } from 'etcd3';
+import { offsetOf } from '../common/cidr';
+import type { ClusterView } from './view';
+
+export type AllocOutcome = { lease: Lease; revision: bigint } | 'conflict' | 'exhausted';
+
+interface Pending {
+  req: BindRequest;
+  now: string;
+  resolve: (o: AllocOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+export class AllocationBatcher {
+  private readonly queues = new Map<string, Pending[]>();
+  private readonly flushing = new Set<string>();
+  private readonly inflight = new Map<string, Set<bigint>>();
+  private readonly cursors = new Map<string, bigint>();
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly view: ClusterView,
+    private readonly space: (pool: string) => Promise<PoolSpace>,
+    private readonly opts: { batchMax: number },
+  ) {}
+
+  allocate(pool: string, req: BindRequest, now: string): Promise<AllocOutcome> {
+    return new Promise((resolve, reject) => {
+      let q = this.queues.get(pool);
+      if (!q) { q = []; this.queues.set(pool, q); }
+      q.push({ req, now, resolve, reject });
+      void this.drain(pool);
+    });
+  }
+
+  /** A free address for a pin (committed by the caller's own transaction). */
+  pickOne(pool: string, space: PoolSpace): string | null {
+    const [off] = this.choose(pool, space, 1);
+    return off === undefined ? null : ipAt(space, off);
+  }
+
+  private async drain(pool: string): Promise<void> {
+    if (this.flushing.has(pool)) return;
+    this.flushing.add(pool);
+    try {
+      const q = this.queues.get(pool) as Pending[];
+      while (q.length > 0) {
+        const batch: Pending[] = [];
+        const seen = new Set<string>();
+        for (let i = 0; i < q.length && batch.length < this.opts.batchMax;) {
+          // Two requests for one identity cannot share a transaction; the later waits a round.
+          if (seen.has(q[i].req.identity)) { i++; continue; }
+          seen.add(q[i].req.identity);
+          batch.push(...q.splice(i, 1));
+        }
+        await this.flush(pool, batch);
+      }
+    } finally {
+      this.flushing.delete(pool);
+    }
+  }
+
+  private async flush(pool: string, batch: Pending[]): Promise<void> {
+    try {
+      const space = await this.space(pool);
+      const offsets = this.choose(pool, space, batch.length);
+      for (const p of batch.slice(offsets.length)) p.resolve('exhausted');
+      const items = offsets.map((off, i) => ({ p: batch[i], off, d: newLease(pool, ipAt(space, off), batch[i].req, batch[i].now) }));
+      if (items.length === 0) return;
+      const reserved = this.reserve(pool, offsets);
+      const rev = await this.commit(items.map((x) => x.d));
+      if (rev !== null) {
+        for (const x of items) x.p.resolve({ lease: x.d.next as Lease, revision: rev });
+        void this.view.caughtUp(rev).then(() => this.unreserve(pool, reserved));
+        return;
+      }
+      // Someone else won at least one compare: settle each item on its own.
+      await Promise.all(items.map(async (x) => {
+        try {
+          const r = await this.commit([x.d]);
+          if (r === null) { this.unreserve(pool, [x.off]); x.p.resolve('conflict'); return; }
+          x.p.resolve({ lease: x.d.next as Lease, revision: r });
+          void this.view.caughtUp(r).then(() => this.unreserve(pool, [x.off]));
+        } catch (e) { this.unreserve(pool, [x.off]); x.p.reject(castError(e)); }
+      }));
+    } catch (e) {
+      for (const p of batch) p.reject(castError(e));
+    }
+  }
+
+  private commit(ds: ReturnType<typeof newLease>[]): Promise<bigint | null> {
+    const compares: Compare[] = [];
+    const ops: IOperation[] = [];
+    for (const d of ds) {
+      const l = d.next as Lease;
+      compares.push([keys.identity(l.pool, l.identity), 'Version', 0], [keys.lease(l.pool, l.ip), 'Version', 0]);
+      ops.push(putLease(this.etcd, l), putIdentity(this.etcd, l.pool, l.identity, l.ip), putEvent(this.etcd, d.event!));
+    }
+    return commitIf(this.etcd, compares, ops);
+  }
+
+  private choose(pool: string, space: PoolSpace, count: number): bigint[] {
+    const taken = new Set<bigint>(this.inflight.get(pool));
+    for (const ip of this.view.leasesOf(pool).keys()) taken.add(offsetOf(space.net, ip));
+    let cursor = this.cursors.get(pool);
+    // Each replica starts somewhere random so replicas rarely propose the same address.
+    if (cursor === undefined) cursor = BigInt(randomInt(0, Number(space.net.size > 1n << 40n ? 1n << 40n : space.net.size)));
+    const offsets = chooseFree(space, taken, count, cursor);
+    if (offsets.length > 0) this.cursors.set(pool, offsets[offsets.length - 1] + 1n);
+    return offsets;
+  }
+
+  private reserve(pool: string, offsets: bigint[]): bigint[] {
+    let s = this.inflight.get(pool);
+    if (!s) { s = new Set(); this.inflight.set(pool, s); }
+    for (const o of offsets) s.add(o);
+    return offsets;
+  }
+
+  private unreserve(pool: string, offsets: bigint[]): void {
+    const s = this.inflight.get(pool);
+    if (s) for (const o of offsets) s.delete(o);
+  }
+}

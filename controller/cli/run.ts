@@ -1,0 +1,221 @@
+/**
+ * berthctl as a function: run(argv, io) → exit code. The bin (main.ts) only
+ * passes process.argv and sets process.exitCode, so tests drive the whole CLI
+ * in-process or as a child, the way CNI's skel injects env and stdio.
+ *
+ * Contract: success writes to stdout only; any failure writes exactly one line
+ * to stderr. Exit codes come from the error table in common/errors.ts (usage
+ * errors 2, not found 3, conflict 4, unreachable/retry 5, unauthorized 6,
+ * internal 1). Commander's own errors (unknown flag or command) are mapped to
+ * exit 2 and squeezed onto one line; help is printed only when asked for.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { CreatePool, LeaseFilter, LeaseView } from '../../common/api';
+import { ControllerClient } from '../../common/controller-client';
+import { BerthError, isBerthError } from '../../common/errors';
+import {
+  describeAt, errorLine, historyTable, hostsTable, json, leaseDetail, leasesTable, oneLine, poolDetail, poolsTable,
+} from './format';
+import { isIpAddress, parseDuration, parseInstant, parseIpArg, parseIpList, parsePositiveInt } from './parse';
+
+export const DEFAULT_CONTROLLER = 'http://127.0.0.1:7480';
+
+export interface Writable { write(text: string): unknown }
+
+export interface Io {
+  stdout: Writable;
+  stderr: Writable;
+  env: Record<string, string | undefined>;
+  /** Injected clock for ages and relative times; defaults to Date.now. */
+  now?: () => number;
+}
+
+interface GlobalOpts { controller?: string; tokenFile?: string }
+
+/** Wraps a pure parser so commander reports its failure as a usage error. */
+function arg<T>(parse: (text: string, prev: T) => T): (text: string, prev: T) => T {
+  return (text, prev) => {
+    try { return parse(text, prev); } catch (e) {
+      throw new InvalidArgumentError(isBerthError(e) ? e.message : String(e));
+    }
+  };
+}
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  const now = io.now ?? Date.now;
+  const out = (text: string) => { io.stdout.write(text); };
+  let client: ControllerClient | undefined;
+  let ctx = { controller: io.env.BERTH_CONTROLLER || DEFAULT_CONTROLLER, tokenGiven: false };
+
+  const connect = (cmd: Command): ControllerClient => {
+    const g = cmd.optsWithGlobals() as GlobalOpts;
+    const url = g.controller || io.env.BERTH_CONTROLLER || DEFAULT_CONTROLLER;
+    const tokenFile = g.tokenFile || io.env.BERTH_TOKEN_FILE || undefined;
+    ctx = { controller: url, tokenGiven: tokenFile !== undefined };
+    try {
+      const u = new URL(url);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
+    } catch {
+      throw new BerthError('InvalidConfig', url, 'controller URL must be http(s)://host:port');
+    }
+    client = new ControllerClient({ url, token: tokenFile === undefined ? undefined : readToken(tokenFile) });
+    return client;
+  };
+
+  const program = new Command('berthctl')
+    .description('Operate Berth: pools, leases and their history, hosts.')
+    .option('--controller <url>', `controller API URL (env BERTH_CONTROLLER, default ${DEFAULT_CONTROLLER})`)
+    .option('--token-file <file>', 'file holding the API bearer token (env BERTH_TOKEN_FILE)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      // Only help({error: true}) writes here (a group without its subcommand); it becomes one line below.
+      writeErr: () => {},
+      // Commander's error text is rethrown through exitOverride and printed once, below.
+      outputError: () => {},
+    })
+    .helpCommand(false)
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError(false);
+
+  const jsonOpt = () => new Option('--json', 'print the API\'s JSON instead of a table');
+
+  // ---- pools ----
+  const pools = program.command('pools').description('address pools');
+  pools.command('ls').description('list pools with their utilisation').addOption(jsonOpt())
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const r = await connect(cmd).pools();
+      out(o.json ? json(r) : poolsTable(r.pools));
+    });
+  pools.command('create <name>').description('create a pool')
+    .requiredOption('--cidr <cidr>', 'network, e.g. 198.18.40.0/24')
+    .option('--gateway <ip>', 'gateway address (default: first host address)', arg(parseIpArg))
+    .option('--reserve <ips>', 'comma-separated addresses never leased (repeatable)', arg(parseIpList))
+    .option('--hold <duration>', 'how long a released lease stays reserved for its identity: seconds or 1h, 30m, 1d', arg(parseDuration))
+    .addOption(jsonOpt())
+    .action(async (name: string, o: { cidr: string; gateway?: string; reserve?: string[]; hold?: number; json?: boolean }, cmd: Command) => {
+      const body: CreatePool = { name, cidr: o.cidr };
+      if (o.gateway !== undefined) body.gateway = o.gateway;
+      if (o.reserve !== undefined) body.reserved = o.reserve;
+      if (o.hold !== undefined) body.holdSeconds = o.hold;
+      const p = await connect(cmd).createPool(body);
+      out(o.json ? json(p) : `created pool ${p.name} ${p.cidr}: gateway ${p.gateway}, ${p.size} leasable addresses, hold ${p.holdSeconds}s\n`);
+    });
+  pools.command('show <name>').description('one pool: settings and utilisation').addOption(jsonOpt())
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      const p = await connect(cmd).pool(name);
+      out(o.json ? json(p) : poolDetail(p));
+    });
+
+  // ---- leases ----
+  const leases = program.command('leases').description('address leases, their history, pins and releases');
+  leases.command('ls').description('list leases')
+    .option('--pool <pool>', 'only this pool')
+    .option('--host <host>', 'only leases bound on this host')
+    .addOption(new Option('--state <state>', 'only this state').choices(['bound', 'held', 'pinned']))
+    .option('--identity <identity>', 'only this identity')
+    .addOption(jsonOpt())
+    .action(async (o: LeaseFilter & { json?: boolean }, cmd: Command) => {
+      const { json: asJson, ...filter } = o;
+      const r = await connect(cmd).leases(filter);
+      out(asJson ? json(r) : leasesTable(r.leases));
+    });
+  leases.command('show <ip-or-identity>').description('who holds an address, or which address an identity holds')
+    .option('--pool <pool>', 'look only in this pool')
+    .addOption(jsonOpt())
+    .action(async (subject: string, o: { pool?: string; json?: boolean }, cmd: Command) => {
+      const c = connect(cmd);
+      const lease = isIpAddress(subject) ? await c.lease(subject, o.pool) : await leaseOfIdentity(c, subject, o.pool);
+      out(o.json ? json(lease) : leaseDetail(lease, now()));
+    });
+  leases.command('history <ip-or-identity>').description('lease events of an address or identity; --at answers "who had it then"')
+    .option('--at <time>', 'only the event in force at this time (ISO 8601, "YYYY-MM-DD HH:MM" local, "yesterday 14:02", "2h ago")', arg((s) => parseInstant(s, now())))
+    .option('--since <time>', 'events at or after this time', arg((s) => parseInstant(s, now())))
+    .option('--until <time>', 'events at or before this time', arg((s) => parseInstant(s, now())))
+    .option('--limit <n>', 'at most the n most recent events', arg(parsePositiveInt))
+    .addOption(jsonOpt())
+    .action(async (subject: string, o: { at?: string; since?: string; until?: string; limit?: number; json?: boolean }, cmd: Command) => {
+      const byIp = isIpAddress(subject);
+      const r = await connect(cmd).history({
+        ...(byIp ? { ip: subject } : { identity: subject }), at: o.at, since: o.since, until: o.until, limit: o.limit,
+      });
+      if (o.json) out(json(r));
+      else if (o.at !== undefined) out(describeAt(subject, o.at, r.events));
+      else out(historyTable(r.events));
+    });
+  leases.command('pin <identity>').description('reserve an address for an identity forever (before or after it exists)')
+    .requiredOption('--pool <pool>', 'pool to pin in')
+    .option('--ip <ip>', 'the address to pin (default: the identity\'s current one, else a free one)', arg(parseIpArg))
+    .addOption(jsonOpt())
+    .action(async (identity: string, o: { pool: string; ip?: string; json?: boolean }, cmd: Command) => {
+      const l = await connect(cmd).pin(o.pool, { identity, ...(o.ip !== undefined ? { ip: o.ip } : {}) });
+      out(o.json ? json(l) : `pinned ${l.identity} to ${l.ip} in pool ${l.pool} (${l.state}, never expires)\n`);
+    });
+  leases.command('release <ip>').description('operator release: free an address now, pinned or held (bound only with --force)')
+    .requiredOption('--pool <pool>', 'pool of the address')
+    .option('--force', 'free it even while a container is bound to it')
+    .addOption(jsonOpt())
+    .action(async (ip: string, o: { pool: string; force?: boolean; json?: boolean }, cmd: Command) => {
+      const r = await connect(cmd).free(o.pool, ip, o.force === true);
+      const l = r.freed;
+      const was = l.binding ? `bound to ${l.identity} on ${l.binding.host}, container ${l.binding.containerId}` : `${l.state}${l.pinned ? ', pinned' : ''} for ${l.identity}`;
+      out(o.json ? json(r) : `freed ${l.ip} in pool ${l.pool} (was ${was})\n`);
+    });
+
+  // ---- hosts ----
+  const hosts = program.command('hosts').description('hosts registered by their agents');
+  hosts.command('ls').description('list hosts').addOption(jsonOpt())
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const r = await connect(cmd).hosts();
+      out(o.json ? json(r) : hostsTable(r.hosts));
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return commanderExit(e, program, argv, io);
+    const { line, exitCode } = errorLine(e, ctx);
+    io.stderr.write(`${line}\n`);
+    if (!isBerthError(e) && e instanceof Error && io.env.BERTH_DEBUG) io.stderr.write(`${e.stack}\n`);
+    return exitCode;
+  } finally {
+    client?.close();
+  }
+}
+
+/** Help asked for exits 0; everything else commander rejects is one line, exit 2. */
+function commanderExit(e: CommanderError, program: Command, argv: string[], io: Io): number {
+  if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0;
+  if (e.code === 'commander.help') {
+    // `berthctl` or `berthctl leases` alone: name what is missing instead of dumping help.
+    const group = program.commands.find((c) => argv.includes(c.name()));
+    const parent = group ?? program;
+    const names = parent.commands.map((c) => c.name()).join(', ');
+    const what = group ? `${group.name()} needs a subcommand` : 'missing command';
+    io.stderr.write(`berthctl: ${what}: ${names} (see berthctl ${group ? `${group.name()} ` : ''}--help)\n`);
+    return 2;
+  }
+  io.stderr.write(`berthctl: ${oneLine(e.message.replace(/^error: /, ''))}\n`);
+  return 2;
+}
+
+function readToken(file: string): string {
+  let text: string;
+  try { text = readFileSync(file, 'utf8'); } catch (e) {
+    throw new BerthError('InvalidConfig', `${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'cannot read token file');
+  }
+  const token = text.trim();
+  if (token === '') throw new BerthError('InvalidConfig', file, 'token file is empty');
+  return token;
+}
+
+async function leaseOfIdentity(c: ControllerClient, identity: string, pool?: string): Promise<LeaseView> {
+  const { leases } = await c.leases({ identity, pool });
+  if (leases.length === 0) throw new BerthError('LeaseNotFound', `identity ${identity}${pool ? ` in pool ${pool}` : ''}`);
+  if (leases.length > 1) {
+    throw new BerthError('InvalidRequest', `${identity} has leases in pools ${leases.map((l) => l.pool).join(', ')}`, 'pass --pool to choose one');
+  }
+  return leases[0];
+}

@@ -1,0 +1,315 @@
+/**
+ * The lease store: pools and leases in etcd, one transaction per decision.
+ *
+ * Safety across replicas rests only on etcd compares: an address is taken iff
+ * its lease key exists; an identity has an address iff its identity key
+ * exists; both are created in the same transaction, guarded by "absent".
+ * Rebinds and releases compare the mod revision they read. A failed compare
+ * re-reads fresh state and retries with bounded backoff, then gives up with
+ * Contention ("try again later"). No in-process lock guards anything.
+ */
+import type { Etcd3 } from 'etcd3';
+import type { BindRequest, BindResponse, CreatePool, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse } from '../common/api';
+import { canonicalIp, defaultGateway, isIp, parseCidr } from '../common/cidr';
+import { BerthError, isBerthError } from '../common/errors';
+import { keys, NAME_RE } from '../common/keys';
+import type { Logger } from '../common/log';
+import { DEFAULT_HOLD_SECONDS, type Lease, type LeaseView, type Pool, type PoolUsage } from '../common/records';
+import { capacity, checkRequested, poolSpace, type PoolSpace } from './allocator';
+import { AllocationBatcher } from './batcher';
+import { Backoff } from './backoff';
+import { decideBind, decideOperatorFree, decidePin, decideRelease, newLease } from './lease-rules';
+import { commitIf, del, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
+import type { ClusterView } from './view';
+
+export interface StoreOptions {
+  maxAttempts?: number;
+  batchMax?: number;
+  now?: () => number;
+}
+
+interface Snapshot {
+  ip: string | null;
+  identityMod: string;
+  lease: LeaseView | null;
+}
+
+export class LeaseStore {
+  private readonly spaces = new Map<string, { mod: string; space: PoolSpace }>();
+  private readonly batcher: AllocationBatcher;
+  private readonly maxAttempts: number;
+  readonly now: () => number;
+
+  constructor(readonly etcd: Etcd3, readonly view: ClusterView, private readonly log: Logger, opts: StoreOptions = {}) {
+    this.maxAttempts = opts.maxAttempts ?? 8;
+    this.now = opts.now ?? Date.now;
+    this.batcher = new AllocationBatcher(etcd, view, (pool) => this.space(pool), { batchMax: opts.batchMax ?? 32 });
+  }
+
+  // ---- pools ----
+
+  async createPool(req: CreatePool): Promise<PoolUsage> {
+    if (typeof req?.name !== 'string' || !NAME_RE.test(req.name)) {
+      throw new BerthError('InvalidRequest', String(req?.name), 'pool name must be lowercase letters, digits, ".", "-" or "_"');
+    }
+    if (typeof req.cidr !== 'string') throw new BerthError('InvalidRequest', 'cidr', 'cidr is required');
+    const net = parseCidr(req.cidr);
+    const gateway = req.gateway === undefined ? defaultGateway(net) : canonicalIp(String(req.gateway));
+    const reserved = (req.reserved ?? []).map((ip) => canonicalIp(String(ip)));
+    const holdSeconds = req.holdSeconds ?? DEFAULT_HOLD_SECONDS;
+    if (!Number.isInteger(holdSeconds) || holdSeconds < 0) throw new BerthError('InvalidRequest', String(req.holdSeconds), 'holdSeconds must be a non-negative integer');
+    const space = poolSpace(net, gateway, reserved);
+    if (capacity(space) <= 0n) throw new BerthError('InvalidRequest', net.cidr, 'pool has no leasable address');
+    const pool: Pool = { name: req.name, cidr: net.cidr, gateway, reserved, holdSeconds, createdAt: new Date(this.now()).toISOString() };
+    const rev = await commitIf(this.etcd, [[keys.pool(pool.name), 'Version', 0]], [this.etcd.put(keys.pool(pool.name)).value(JSON.stringify(pool))]);
+    if (rev === null) throw new BerthError('PoolExists', pool.name);
+    await this.view.caughtUp(rev);
+    return this.usage(pool);
+  }
+
+  async pool(name: string): Promise<Pool> {
+    const cached = this.view.pools.get(name);
+    if (cached) return cached.value;
+    const fresh = await readKey<Pool>(this.etcd, keys.pool(name));
+    if (!fresh.value) throw new BerthError('PoolNotFound', name);
+    return fresh.value;
+  }
+
+  async poolUsage(name: string): Promise<PoolUsage> {
+    return this.usage(await this.pool(name));
+  }
+
+  listPools(): PoolUsage[] {
+    return [...this.view.pools.values()].map((p) => this.usage(p.value)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private usage(pool: Pool): PoolUsage {
+    let bound = 0, held = 0, pinned = 0;
+    for (const l of this.view.leasesOf(pool.name).values()) {
+      if (l.state === 'bound') bound++; else held++;
+      if (l.pinned) pinned++;
+    }
+    const size = Number(capacity(this.spaceFor(pool)));
+    return { ...pool, size, bound, held, pinned, free: size - bound - held };
+  }
+
+  private spaceFor(pool: Pool): PoolSpace {
+    const key = `${pool.cidr} ${pool.gateway} ${pool.reserved.join(',')}`;
+    const hit = this.spaces.get(pool.name);
+    if (hit && hit.mod === key) return hit.space;
+    const space = poolSpace(parseCidr(pool.cidr), pool.gateway, pool.reserved);
+    this.spaces.set(pool.name, { mod: key, space });
+    return space;
+  }
+
+  private async space(name: string): Promise<PoolSpace> {
+    return this.spaceFor(await this.pool(name));
+  }
+
+  // ---- bind / release / pin / free ----
+
+  async bind(poolName: string, req: BindRequest): Promise<BindResponse> {
+    validateBind(req);
+    const pool = await this.pool(poolName);
+    const space = this.spaceFor(pool);
+    const requested = req.ip !== undefined ? checkRequested(space, req.ip) : null;
+    const backoff = new Backoff();
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      if (attempt > 0) {
+        this.log.debug('bind conflict, retrying', { pool: poolName, identity: req.identity, attempt });
+        await backoff.next();
+      }
+      const fresh = attempt > 0;
+      const snap = fresh ? await this.readSnapshot(poolName, req.identity) : this.viewSnapshot(poolName, req.identity);
+      const nowMs = this.now();
+      const now = new Date(nowMs).toISOString();
+      if (snap.ip === null) {
+        if (requested) {
+          const other = fresh ? (await readKey<Lease>(this.etcd, keys.lease(poolName, requested.ip))).value : this.view.leasesOf(poolName).get(requested.ip);
+          if (other) throw new BerthError('AddressConflict', `${requested.ip} is leased to ${other.identity}`);
+          const d = newLease(poolName, requested.ip, req, now);
+          const rev = await this.commitNew(d.next as Lease, d.event!, snap.identityMod);
+          if (rev !== null) return this.bound(pool, d.next as Lease, rev, true);
+          continue;
+        }
+        const outcome = await this.batcher.allocate(poolName, req, now);
+        if (outcome === 'exhausted') throw new BerthError('PoolExhausted', `${poolName} (${pool.cidr}) has no free address`);
+        if (outcome !== 'conflict') return this.bound(pool, outcome.lease, outcome.revision, true);
+        continue;
+      }
+      if (requested && requested.ip !== snap.ip) {
+        throw new BerthError('AddressConflict', `${req.identity} already holds ${snap.ip}, not ${requested.ip}`);
+      }
+      if (!snap.lease) {
+        // Identity index without its lease cannot be produced by our transactions; heal it.
+        const d = newLease(poolName, snap.ip, req, now);
+        const rev = await this.commitNew(d.next as Lease, d.event!, snap.identityMod);
+        if (rev !== null) return this.bound(pool, d.next as Lease, rev, true);
+        continue;
+      }
+      let decision;
+      try {
+        decision = decideBind(snap.lease, req, now, (h) => fresh ? true : this.view.hosts.has(h));
+      } catch (e) {
+        if (!fresh && isBerthError(e) && e.kind === 'LeaseHeldElsewhere') {
+          decision = await this.decideWithFreshHost(snap.lease, req, now);
+        } else throw e;
+      }
+      if (!decision.next) return this.bound(pool, snap.lease, BigInt(snap.lease.revision), false);
+      const compares: Compare[] = [
+        [keys.lease(poolName, snap.lease.ip), 'Mod', snap.lease.revision],
+        [keys.identity(poolName, req.identity), 'Mod', snap.identityMod],
+      ];
+      if (decision.reliesOnHostGone) compares.push([keys.host(decision.reliesOnHostGone), 'Version', 0]);
+      const rev = await commitIf(this.etcd, compares, [putLease(this.etcd, decision.next), putEvent(this.etcd, decision.event!)]);
+      if (rev !== null) return this.bound(pool, decision.next, rev, false);
+    }
+    throw new BerthError('Contention', `bind ${req.identity} in ${poolName}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  private async decideWithFreshHost(lease: LeaseView, req: BindRequest, now: string) {
+    const host = lease.binding!.host;
+    const alive = (await readKey(this.etcd, keys.host(host))).value !== null;
+    return decideBind(lease, req, now, () => alive);
+  }
+
+  private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string): Promise<bigint | null> {
+    return commitIf(this.etcd,
+      [[keys.identity(lease.pool, lease.identity), 'Mod', identityMod], [keys.lease(lease.pool, lease.ip), 'Version', 0]],
+      [putLease(this.etcd, lease), putIdentity(this.etcd, lease.pool, lease.identity, lease.ip), putEvent(this.etcd, ev)]);
+  }
+
+  private bound(pool: Pool, lease: Lease, rev: bigint, allocated: boolean): BindResponse {
+    return { lease: { ...lease, revision: String(rev) }, allocated, gateway: pool.gateway, prefix: parseCidr(pool.cidr).prefix };
+  }
+
+  async release(poolName: string, req: ReleaseRequest): Promise<ReleaseResponse> {
+    if (typeof req?.containerId !== 'string' || req.containerId === '') throw new BerthError('InvalidRequest', 'containerId', 'containerId is required to release');
+    const pool = await this.pool(poolName);
+    const backoff = new Backoff();
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      if (attempt > 0) await backoff.next();
+      const lease = await this.readLease(poolName, req);
+      if (!lease) return { outcome: 'not-found' };
+      const d = decideRelease(lease, req.containerId, pool.holdSeconds, this.now());
+      if (!d.next) return { outcome: d.outcome, lease };
+      const rev = await commitIf(this.etcd, [[keys.lease(poolName, lease.ip), 'Mod', lease.revision]],
+        [putLease(this.etcd, d.next), putEvent(this.etcd, d.event!)]);
+      if (rev !== null) return { outcome: 'released', lease: { ...d.next, revision: String(rev) } };
+    }
+    throw new BerthError('Contention', `release in ${poolName}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  async pin(poolName: string, req: PinRequest): Promise<LeaseView> {
+    if (typeof req?.identity !== 'string' || req.identity === '') throw new BerthError('InvalidRequest', 'identity', 'identity is required');
+    const pool = await this.pool(poolName);
+    const space = this.spaceFor(pool);
+    const requested = req.ip !== undefined ? checkRequested(space, String(req.ip)) : null;
+    const backoff = new Backoff();
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      if (attempt > 0) await backoff.next();
+      const snap = await this.readSnapshot(poolName, req.identity);
+      const now = new Date(this.now()).toISOString();
+      let ip = snap.ip;
+      if (ip !== null && requested && requested.ip !== ip) throw new BerthError('AddressConflict', `${req.identity} already holds ${ip}, not ${requested.ip}`);
+      if (ip === null) {
+        if (requested) ip = requested.ip;
+        else {
+          const picked = this.batcher.pickOne(poolName, space);
+          if (picked === null) throw new BerthError('PoolExhausted', `${poolName} (${pool.cidr}) has no free address`);
+          ip = picked;
+        }
+      }
+      const cur = snap.lease ?? (await readKey<Lease>(this.etcd, keys.lease(poolName, ip))).value;
+      const curMod = snap.lease ? snap.lease.revision : cur ? null : '0';
+      if (cur && !snap.lease) throw new BerthError('AddressConflict', `${ip} is leased to ${cur.identity}`);
+      const d = decidePin(cur, poolName, req.identity, ip, now);
+      if (!d.next) return snap.lease as LeaseView;
+      const rev = await commitIf(this.etcd,
+        [[keys.identity(poolName, req.identity), 'Mod', snap.identityMod], [keys.lease(poolName, ip), 'Mod', curMod ?? '0']],
+        [putLease(this.etcd, d.next), putIdentity(this.etcd, poolName, req.identity, ip), putEvent(this.etcd, d.event!)]);
+      if (rev !== null) return { ...d.next, revision: String(rev) };
+    }
+    throw new BerthError('Contention', `pin ${req.identity} in ${poolName}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  /** Operator release: frees the address now, pinned or not (bound ones only with force). */
+  async free(poolName: string, ip: string, force: boolean): Promise<LeaseView> {
+    await this.pool(poolName);
+    if (!isIp(ip)) throw new BerthError('InvalidRequest', ip, 'not an IP address');
+    const lease = await this.readLease(poolName, { ip: canonicalIp(ip) });
+    if (!lease) throw new BerthError('LeaseNotFound', `${ip} in pool ${poolName}`);
+    const ev = decideOperatorFree(lease, force, new Date(this.now()).toISOString());
+    const identityKey = keys.identity(poolName, lease.identity);
+    const rev = await commitIf(this.etcd, [[keys.lease(poolName, lease.ip), 'Mod', lease.revision]],
+      [del(this.etcd, keys.lease(poolName, lease.ip)), del(this.etcd, identityKey), putEvent(this.etcd, ev)]);
+    if (rev === null) throw new BerthError('Contention', `${ip} changed while freeing it; look again and retry`);
+    return lease;
+  }
+
+  // ---- reads ----
+
+  private viewSnapshot(pool: string, identity: string): Snapshot {
+    const id = this.view.identitiesOf(pool).get(identity);
+    if (!id) return { ip: null, identityMod: '0', lease: null };
+    return { ip: id.value, identityMod: id.mod, lease: this.view.leasesOf(pool).get(id.value) ?? null };
+  }
+
+  private async readSnapshot(pool: string, identity: string): Promise<Snapshot> {
+    const id = await readKey<{ ip: string }>(this.etcd, keys.identity(pool, identity));
+    if (!id.value) return { ip: null, identityMod: id.mod, lease: null };
+    const l = await readKey<Lease>(this.etcd, keys.lease(pool, id.value.ip));
+    return { ip: id.value.ip, identityMod: id.mod, lease: l.value ? { ...l.value, revision: l.mod } : null };
+  }
+
+  private async readLease(pool: string, by: { identity?: string; ip?: string }): Promise<LeaseView | null> {
+    if (by.ip !== undefined) {
+      if (!isIp(String(by.ip))) throw new BerthError('InvalidRequest', String(by.ip), 'not an IP address');
+      const l = await readKey<Lease>(this.etcd, keys.lease(pool, canonicalIp(String(by.ip))));
+      return l.value ? { ...l.value, revision: l.mod } : null;
+    }
+    if (typeof by.identity !== 'string' || by.identity === '') throw new BerthError('InvalidRequest', 'identity', 'name the lease by identity or ip');
+    return (await this.readSnapshot(pool, by.identity)).lease;
+  }
+
+  async listLeases(f: LeaseFilter): Promise<LeaseView[]> {
+    if (f.pool !== undefined) await this.pool(f.pool);
+    if (f.state !== undefined && !['bound', 'held', 'pinned'].includes(f.state)) {
+      throw new BerthError('InvalidRequest', String(f.state), 'state must be bound, held or pinned');
+    }
+    const res = await this.etcd.getAll().prefix(f.pool ? keys.poolLeasePrefix(f.pool) : keys.leasePrefix).exec();
+    const out: LeaseView[] = [];
+    for (const kv of res.kvs) {
+      const l: LeaseView = { ...(JSON.parse(kv.value.toString()) as Lease), revision: String(kv.mod_revision) };
+      if (f.host !== undefined && l.binding?.host !== f.host) continue;
+      if (f.identity !== undefined && l.identity !== f.identity) continue;
+      if (f.state === 'pinned' ? !l.pinned : f.state !== undefined && l.state !== f.state) continue;
+      out.push(l);
+    }
+    return out;
+  }
+
+  async findLease(ip: string, pool?: string): Promise<LeaseView> {
+    if (!isIp(ip)) throw new BerthError('InvalidRequest', ip, 'not an IP address');
+    const canon = canonicalIp(ip);
+    const pools = pool !== undefined ? [pool] : [...this.view.pools.keys()];
+    if (pool !== undefined) await this.pool(pool);
+    for (const p of pools) {
+      const l = await this.readLease(p, { ip: canon });
+      if (l) return l;
+    }
+    throw new BerthError('LeaseNotFound', canon);
+  }
+}
+
+function validateBind(req: BindRequest): void {
+  const str = (v: unknown, name: string, max: number) => {
+    if (typeof v !== 'string' || v === '' || v.length > max) throw new BerthError('InvalidRequest', name, `${name} must be a non-empty string of at most ${max} characters`);
+  };
+  if (typeof req !== 'object' || req === null) throw new BerthError('InvalidRequest', 'body', 'expected a JSON object');
+  str(req.identity, 'identity', 512);
+  str(req.containerId, 'containerId', 256);
+  str(req.ifName, 'ifName', 15);
+  if (typeof req.host !== 'string' || !NAME_RE.test(req.host)) throw new BerthError('InvalidRequest', String(req.host), 'host must be a valid host name');
+  if (req.ip !== undefined && (typeof req.ip !== 'string' || !isIp(req.ip))) throw new BerthError('InvalidRequest', String(req.ip), 'ip must be an IP address');
+}

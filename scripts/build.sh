@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds Berth: TypeScript to dist/, the setns addon (agent/native), then the
+# single-file CNI plugin bundle when its script exists. The addon is rebuilt
+# only when its sources are newer than the built .node.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+npx tsc -p tsconfig.json
+
+addon=agent/native/build/Release/berth_netns.node
+if [ ! -f "$addon" ] || [ -n "$(find agent/native -maxdepth 1 -type f \( -name '*.c' -o -name binding.gyp \) -newer "$addon")" ]; then
+  # npm's nodedir config points node-gyp at the installed headers: no download.
+  npx --no-install node-gyp rebuild -C agent/native --loglevel=error >/dev/null
+fi
+
+if [ -f scripts/bundle-cni.mjs ]; then node scripts/bundle-cni.mjs; fi
