@@ -88,7 +88,7 @@ test('DEL with the agent down and the journal full fails with 11 so the runtime 
   const dir = mkdtempSync(join(tmpdir(), 'berth-plugin-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   for (let i = 0; i < 1024; i++) {
-    await appendDel(dir, { verb: 'DEL', containerId: `c${i}`, netns: '', ifName: 'eth0', args: {}, pool: 'p' });
+    await appendDel(dir, { verb: 'DEL', containerId: `c${i}`, netns: '', ifName: 'eth0', args: {}, network: 'berth', pool: 'p' });
   }
   const r = await run(env('DEL'), conf({ journalDir: dir }), async () => { throw new AgentUnavailable('ECONNREFUSED', '/x'); });
   t.is(r.code, 1);
@@ -134,7 +134,7 @@ test('no CNI_COMMAND prints the about text on stderr', async (t) => {
 test('sendAgentRequest: timeout, refusal and a well-formed answer', async (t) => {
   const agent = await startFakeAgent(() => ({ ok: true }));
   t.teardown(() => agent.close());
-  const req: AgentRequest = { verb: 'STATUS', containerId: '', netns: '', ifName: '', args: {}, pool: 'p' };
+  const req: AgentRequest = { verb: 'STATUS', containerId: '', netns: '', ifName: '', args: {}, network: 'berth', pool: 'p' };
   t.deepEqual(await sendAgentRequest(agent.socketPath, req, 5000), { ok: true });
   const e = await t.throwsAsync(sendAgentRequest(join(agent.dir, 'missing.sock'), req, 5000));
   t.true(e instanceof AgentUnavailable && e.reason === 'ENOENT');

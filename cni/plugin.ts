@@ -191,7 +191,7 @@ async function dispatch(io: PluginIO, setVersion: (v: CniVersion) => void, setLo
     throw envError('CNI_NETNS', `no network namespace at ${JSON.stringify(netns)}`);
   }
 
-  const req: AgentRequest & { mtu?: number } = { verb: verb as AgentVerb, containerId, netns, ifName, args, pool: conf.pool };
+  const req: AgentRequest = { verb: verb as AgentVerb, containerId, netns, ifName, args, network: conf.name, pool: conf.pool };
   if (conf.mtu !== undefined) req.mtu = conf.mtu;
   const ips = conf.ips ?? (args.IP !== undefined ? args.IP.split(',').map((s) => s.split('/')[0]) : undefined);
   const mac = conf.mac ?? (args.MAC !== undefined ? args.MAC.toLowerCase().replace(/-/g, ':') : undefined);

@@ -23,8 +23,12 @@ export interface AgentRequest {
   ifName: string;
   /** Parsed CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, BERTH_IDENTITY, ...). */
   args: Record<string, string>;
-  /** The validated plugin config (pool, mtu, ...) and runtime capabilities. */
+  /** The network name from the conflist; with containerId and ifName it keys an attachment (CNI SPEC). */
+  network: string;
+  /** The pool named by the plugin config. */
   pool: string;
+  /** Container-side MTU override from the config; otherwise the overlay MTU. */
+  mtu?: number;
   /** Requested addresses from the `ips` capability, without prefix. */
   ips?: string[];
   /** Requested MAC from the `mac` capability. */

@@ -12,6 +12,7 @@ import type {
 import { BerthError, fromBody } from './errors';
 
 export interface ClientOptions {
+  /** http(s)://host:port, or unix:///path/to/controller.sock */
   url: string;
   token?: string;
   timeoutMs?: number;
@@ -20,8 +21,14 @@ export interface ClientOptions {
 export class ControllerClient {
   private readonly base: URL;
   private readonly agent: http.Agent;
+  private readonly socketPath: string | undefined;
   constructor(private readonly opts: ClientOptions) {
-    this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
+    if (opts.url.startsWith('unix://')) {
+      this.socketPath = opts.url.slice('unix://'.length);
+      this.base = new URL('http://controller/');
+    } else {
+      this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
+    }
     const Agent = this.base.protocol === 'https:' ? https.Agent : http.Agent;
     this.agent = new Agent({ keepAlive: true, maxSockets: 256 });
   }
@@ -51,7 +58,7 @@ export class ControllerClient {
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
     const mod = url.protocol === 'https:' ? https : http;
     return new Promise<T>((resolve, reject) => {
-      const req = mod.request(url, { method, headers, agent: this.agent, timeout: this.opts.timeoutMs ?? 10_000 }, (res) => {
+      const req = mod.request(url, { method, headers, agent: this.agent, socketPath: this.socketPath, timeout: this.opts.timeoutMs ?? 10_000 }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -65,8 +72,9 @@ export class ControllerClient {
         });
         res.on('error', (e) => reject(new BerthError('TryAgainLater', e.message, 'controller connection failed')));
       });
-      req.on('timeout', () => req.destroy(new Error(`no reply from ${url.origin} within ${this.opts.timeoutMs ?? 10_000} ms`)));
-      req.on('error', (e) => reject(new BerthError('TryAgainLater', `${url.origin}: ${e.message}`, 'controller unreachable')));
+      const where = this.socketPath ?? url.origin;
+      req.on('timeout', () => req.destroy(new Error(`no reply from ${where} within ${this.opts.timeoutMs ?? 10_000} ms`)));
+      req.on('error', (e) => reject(new BerthError('TryAgainLater', `${where}: ${e.message}`, 'controller unreachable')));
       req.end(payload);
     });
   }

@@ -6,7 +6,7 @@ import type { AgentRequest } from './agent-protocol';
 import { appendDel, journalId, pruneStaleTemp, readDelJournal, removeDelEntry, removeDelEntryIfUnchanged } from './del-journal';
 import { isBerthError } from './errors';
 
-const del = (containerId: string, ifName = 'eth0'): AgentRequest => ({ verb: 'DEL', containerId, netns: '', ifName, args: {}, pool: 'p' });
+const del = (containerId: string, ifName = 'eth0'): AgentRequest => ({ verb: 'DEL', containerId, netns: '', ifName, args: {}, network: 'berth', pool: 'p' });
 
 function tmp(t: { teardown(fn: () => void): void }): string {
   const d = mkdtempSync(join(tmpdir(), 'berth-journal-'));

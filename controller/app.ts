@@ -2,6 +2,8 @@
  * Wires one controller replica: etcd client, watch-fed view, lease store,
  * elected expirer and the HTTP API. Used by the bin, the tests and the demo.
  */
+import { chmodSync, rmSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -14,8 +16,8 @@ import { ClusterView } from './view';
 
 export interface ControllerOptions {
   etcd: EtcdConnection;
-  /** host:port; port 0 picks a free one. */
-  listen: string;
+  /** host:port (port 0 picks a free one), or unix:///path; the first is `url`. */
+  listen: string | string[];
   token?: string;
   replicaId?: string;
   sweepMs?: number;
@@ -28,6 +30,8 @@ export interface ControllerOptions {
 
 export interface RunningController {
   url: string;
+  /** Every address served, in the order of `listen`. */
+  urls: string[];
   store: LeaseStore;
   expirer: Expirer;
   stop(): Promise<void>;
@@ -52,24 +56,41 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const etcdHealthy = async () => {
     try { await etcd.maintenance.status(); return true; } catch { return false; }
   };
-  const server = createApi(store, log, { token: o.token, etcdHealthy });
-  const [host, portText] = splitHostPort(o.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(Number(portText), host, () => resolve());
-  });
-  const addr = server.address() as AddressInfo;
-  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  log.info('controller listening', { url });
+  const servers: Server[] = [];
+  const urls: string[] = [];
+  for (const listen of Array.isArray(o.listen) ? o.listen : [o.listen]) {
+    const server = createApi(store, log, { token: o.token, etcdHealthy });
+    urls.push(await listenOn(server, listen));
+    servers.push(server);
+  }
+  const url = urls[0];
+  log.info('controller listening', { urls });
   return {
-    url, store, expirer,
+    url, urls, store, expirer,
     async stop() {
-      await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
+      await Promise.all(servers.map((server) => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); })));
       await expirer.stop();
       await view.close();
       etcd.close();
     },
   };
+}
+
+async function listenOn(server: Server, listen: string): Promise<string> {
+  if (listen.startsWith('unix://')) {
+    const path = listen.slice('unix://'.length);
+    rmSync(path, { force: true });
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(path, () => resolve()); });
+    chmodSync(path, 0o600);
+    return listen;
+  }
+  const [host, portText] = splitHostPort(listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(portText), host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
 }
 
 export function splitHostPort(listen: string): [string, string] {

@@ -12,6 +12,8 @@ import { eventually } from './eventually';
 
 export interface EtcdServer {
   endpoint: string;
+  /** The same server over a unix socket: reachable from any network namespace. */
+  socketEndpoint: string;
   pid: number;
   dataDir: string;
   client(): Etcd3;
@@ -37,13 +39,15 @@ export async function startEtcd(): Promise<EtcdServer> {
   const child: ChildProcess = spawn('etcd', [
     '--name', 'berth-test',
     '--data-dir', dataDir,
-    '--listen-client-urls', endpoint,
+    // A pathname unix socket is not scoped to a network namespace, so agents
+    // inside simulated hosts reach etcd without any route to this loopback.
+    '--listen-client-urls', `${endpoint},unix://etcd.sock:0`,
     '--advertise-client-urls', endpoint,
     '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-cluster', `berth-test=http://127.0.0.1:${peerPort}`,
     '--log-level', 'error',
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  ], { stdio: ['ignore', 'ignore', 'pipe'], cwd: dataDir });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
   const pid = child.pid;
@@ -57,7 +61,7 @@ export async function startEtcd(): Promise<EtcdServer> {
     probe.close();
   }
   return {
-    endpoint, pid, dataDir,
+    endpoint, pid, dataDir, socketEndpoint: `unix://${join(dataDir, 'etcd.sock:0')}`,
     client() { const c = new Etcd3({ hosts: endpoint }); clients.push(c); return c; },
     async stop() {
       for (const c of clients.splice(0)) c.close();
