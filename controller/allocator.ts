@@ -32,16 +32,19 @@ export function capacity(space: PoolSpace): bigint {
 
 /**
  * Chooses up to `count` distinct free offsets, scanning from `start` and
- * wrapping once. `taken` holds offsets leased in the view or in flight.
+ * wrapping once. `taken` says whether an offset is leased or in flight; it is
+ * a predicate so callers test only the candidates they reach (next-fit from a
+ * moving cursor touches about one offset per allocation in a sparse pool).
  * Returns fewer than asked (possibly none) when the pool is that full.
  */
-export function chooseFree(space: PoolSpace, taken: ReadonlySet<bigint>, count: number, start: bigint): bigint[] {
+export function chooseFree(space: PoolSpace, taken: ReadonlySet<bigint> | ((offset: bigint) => boolean), count: number, start: bigint): bigint[] {
+  const isTaken = typeof taken === 'function' ? taken : (o: bigint) => taken.has(o);
   const out: bigint[] = [];
   const size = space.net.size;
   const begin = ((start % size) + size) % size;
   for (let i = 0n; i < size && out.length < count; i++) {
     const off = (begin + i) % size;
-    if (!space.reserved.has(off) && !taken.has(off)) out.push(off);
+    if (!space.reserved.has(off) && !isTaken(off)) out.push(off);
   }
   return out;
 }

@@ -26,8 +26,9 @@ import { chooseFree, ipAt, type PoolSpace } from './allocator';
 import { newLease } from './lease-rules';
 import { commitIf, putEvent, putIdentity, putLease, type Compare } from './txn';
 import type { IOperation } from 'etcd3';
-import { offsetOf } from '../common/cidr';
 import type { ClusterView } from './view';
+
+const MAX_INFLIGHT_BATCHES = 2;
 
 export type AllocOutcome = { lease: Lease; revision: bigint } | 'conflict' | 'exhausted';
 
@@ -40,7 +41,8 @@ interface Pending {
 
 export class AllocationBatcher {
   private readonly queues = new Map<string, Pending[]>();
-  private readonly flushing = new Set<string>();
+  /** Transactions in flight per pool; two overlap so etcd is never idle between batches. */
+  private readonly flushing = new Map<string, number>();
   private readonly inflight = new Map<string, Set<bigint>>();
   private readonly cursors = new Map<string, bigint>();
 
@@ -67,8 +69,9 @@ export class AllocationBatcher {
   }
 
   private async drain(pool: string): Promise<void> {
-    if (this.flushing.has(pool)) return;
-    this.flushing.add(pool);
+    const running = this.flushing.get(pool) ?? 0;
+    if (running >= MAX_INFLIGHT_BATCHES) return;
+    this.flushing.set(pool, running + 1);
     try {
       const q = this.queues.get(pool) as Pending[];
       while (q.length > 0) {
@@ -83,7 +86,7 @@ export class AllocationBatcher {
         await this.flush(pool, batch);
       }
     } finally {
-      this.flushing.delete(pool);
+      this.flushing.set(pool, (this.flushing.get(pool) ?? 1) - 1);
     }
   }
 
@@ -127,8 +130,9 @@ export class AllocationBatcher {
   }
 
   private choose(pool: string, space: PoolSpace, count: number): bigint[] {
-    const taken = new Set<bigint>(this.inflight.get(pool));
-    for (const ip of this.view.leasesOf(pool).keys()) taken.add(offsetOf(space.net, ip));
+    const inflight = this.inflight.get(pool);
+    const leased = this.view.leasesOf(pool);
+    const taken = (off: bigint) => inflight?.has(off) === true || leased.has(ipAt(space, off));
     let cursor = this.cursors.get(pool);
     // Each replica starts somewhere random so replicas rarely propose the same address.
     if (cursor === undefined) cursor = BigInt(randomInt(0, Number(space.net.size > 1n << 40n ? 1n << 40n : space.net.size)));
