@@ -11,7 +11,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { BindRequest, BindResponse, CreatePool, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse } from '../common/api';
 import { canonicalIp, defaultGateway, isIp, parseCidr } from '../common/cidr';
-import { BerthError, isBerthError } from '../common/errors';
+import { BerthError } from '../common/errors';
 import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
 import { DEFAULT_HOLD_SECONDS, type Lease, type LeaseView, type Pool, type PoolUsage } from '../common/records';
@@ -114,12 +114,14 @@ export class LeaseStore {
     const space = this.spaceFor(pool);
     const requested = req.ip !== undefined ? checkRequested(space, req.ip) : null;
     const backoff = new Backoff();
+    let fresh = false;
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      if (attempt > 0) {
+      // The first retry after a view-based attempt re-reads at once; later ones back off.
+      if (attempt > 0 && fresh) {
         this.log.debug('bind conflict, retrying', { pool: poolName, identity: req.identity, attempt });
         await backoff.next();
       }
-      const fresh = attempt > 0;
+      fresh = attempt > 0;
       const snap = fresh ? await this.readSnapshot(poolName, req.identity) : this.viewSnapshot(poolName, req.identity);
       const nowMs = this.now();
       const now = new Date(nowMs).toISOString();
@@ -147,14 +149,12 @@ export class LeaseStore {
         if (rev !== null) return this.bound(pool, d.next as Lease, rev, true);
         continue;
       }
-      let decision;
-      try {
-        decision = decideBind(snap.lease, req, now, (h) => fresh ? true : this.view.hosts.has(h));
-      } catch (e) {
-        if (!fresh && isBerthError(e) && e.kind === 'LeaseHeldElsewhere') {
-          decision = await this.decideWithFreshHost(snap.lease, req, now);
-        } else throw e;
-      }
+      const holder = snap.lease.binding;
+      const movingAway = snap.lease.state === 'bound' && holder !== undefined && holder.containerId !== req.containerId;
+      // The view may not have seen a release yet: never refuse a bind on its word alone.
+      if (movingAway && !fresh) continue;
+      const hostAlive = movingAway ? (await readKey(this.etcd, keys.host(holder.host))).value !== null : true;
+      const decision = decideBind(snap.lease, req, now, () => hostAlive);
       if (!decision.next) return this.bound(pool, snap.lease, BigInt(snap.lease.revision), false);
       const compares: Compare[] = [
         [keys.lease(poolName, snap.lease.ip), 'Mod', snap.lease.revision],
@@ -165,12 +165,6 @@ export class LeaseStore {
       if (rev !== null) return this.bound(pool, decision.next, rev, false);
     }
     throw new BerthError('Contention', `bind ${req.identity} in ${poolName}: ${this.maxAttempts} conflicting attempts`);
-  }
-
-  private async decideWithFreshHost(lease: LeaseView, req: BindRequest, now: string) {
-    const host = lease.binding!.host;
-    const alive = (await readKey(this.etcd, keys.host(host))).value !== null;
-    return decideBind(lease, req, now, () => alive);
   }
 
   private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string): Promise<bigint | null> {

@@ -37,7 +37,7 @@ export class ClusterView {
     this.closed = true;
     const w = this.watcher;
     this.watcher = null;
-    if (w) await w.cancel().catch(() => undefined);
+    if (w) await cancelWithin(w, 2000);
   }
 
   leasesOf(pool: string): Map<string, LeaseView> {
@@ -68,7 +68,7 @@ export class ClusterView {
   private async doRelist(): Promise<void> {
     const old = this.watcher;
     this.watcher = null;
-    if (old) await old.cancel().catch(() => undefined);
+    if (old) await cancelWithin(old, 2000);
     // One snapshot revision across the four prefixes; events are not cached.
     const first = await this.etcd.getAll().prefix(keys.poolPrefix).exec();
     const rev = first.header.revision;
@@ -81,7 +81,7 @@ export class ClusterView {
     this.log.info('view relisted', { revision: rev, keys: count });
     if (this.closed) return;
     const w = await this.etcd.watch().prefix(ROOT).startRevision(String(this.revision + 1n)).create();
-    if (this.closed) { await w.cancel().catch(() => undefined); return; }
+    if (this.closed) { await cancelWithin(w, 2000); return; }
     this.watcher = w;
     w.on('put', (kv, _prev) => this.onEvent('put', kv));
     w.on('delete', (kv) => this.onEvent('delete', kv));
@@ -134,4 +134,14 @@ export class ClusterView {
         break;
     }
   }
+}
+
+/** etcd3's cancel() never settles on a watch etcd already cancelled (compaction); cap it. */
+async function cancelWithin(w: Watcher, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    w.cancel().catch(() => undefined),
+    new Promise<void>((r) => { timer = setTimeout(r, ms); }),
+  ]);
+  clearTimeout(timer);
 }

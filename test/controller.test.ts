@@ -115,6 +115,25 @@ test.serial('a bound lease moves only when released or its host is gone', async 
   t.deepEqual(hist.events.map((x) => x.kind), ['allocated', 'moved']);
 });
 
+test.serial('a bind right after a release on another replica never sees a stale holder', async (t) => {
+  await ca.createPool({ name: 'pingpong', cidr: '198.18.13.0/24' });
+  const etc = etcd.client();
+  const hostLease = etc.lease(60);
+  for (const name of ['node-a', 'node-b']) {
+    await hostLease.put(keys.host(name)).value(JSON.stringify({ name, underlayIp: '198.19.0.11', vtepMac: '02:00:00:00:00:01', vni: 1, pool: 'pingpong', registeredAt: new Date().toISOString() }));
+  }
+  await eventually(async () => { if ((await ca.hosts()).hosts.length < 2) throw new Error('hosts not seen'); });
+  const first = await ca.bind('pingpong', bindReq('k8s/a/pp', 'c0', 'node-a'));
+  for (let i = 1; i <= 40; i++) {
+    const [from, to] = i % 2 ? [ca, cb] : [cb, ca];
+    const rel = await from.release('pingpong', { identity: 'k8s/a/pp', containerId: `c${i - 1}` });
+    t.is(rel.outcome, 'released');
+    const moved = await to.bind('pingpong', bindReq('k8s/a/pp', `c${i}`, i % 2 ? 'node-b' : 'node-a'));
+    t.is(moved.lease.ip, first.lease.ip);
+  }
+  await hostLease.revoke();
+});
+
 test.serial('two replicas, 500 concurrent allocations, 500 distinct addresses', async (t) => {
   await ca.createPool({ name: 'race', cidr: '198.18.16.0/22' });
   const results = await Promise.all(Array.from({ length: 500 }, (_, i) =>

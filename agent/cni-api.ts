@@ -1,0 +1,35 @@
+/**
+ * The seam between the agent daemon and its CNI request handlers: the daemon
+ * owns the process, registration and the reconcile loop; the handlers own
+ * what one CNI verb does. Handlers get everything they touch through CniDeps,
+ * so tests drive them with a real controller and a real host namespace
+ * without running the daemon.
+ */
+import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
+import type { ControllerClient } from '../common/controller-client';
+import type { Logger } from '../common/log';
+import type { Netlink } from './kernel/nl';
+
+export interface CniDeps {
+  /** This host's name, as registered in etcd. */
+  host: string;
+  controller: ControllerClient;
+  /** A netlink socket in the host's network namespace (the agent's own). */
+  hostNetlink: Netlink;
+  /** MTU for pod interfaces when the config sets none: underlay MTU - 50. */
+  overlayMtu: number;
+  /** Reachability of etcd, for STATUS. */
+  etcdHealthy(): Promise<boolean>;
+  /** Asks the reconcile loop for a pass soon (after ADD/DEL); never waits for it. */
+  markDirty(): void;
+  /** Directory of the plugin's DEL journal, replayed when the agent starts. */
+  journalDir: string;
+  log: Logger;
+}
+
+export type CniHandler = (req: AgentRequest) => Promise<AgentResponse>;
+
+export interface CniServer {
+  socketPath: string;
+  close(): Promise<void>;
+}

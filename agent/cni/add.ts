@@ -1,0 +1,92 @@
+/**
+ * ADD: get-or-bind the identity's lease, plumb the veth, report the result.
+ *
+ *   1. identity from CNI_ARGS (agent/identity.ts)
+ *   2. controller.bind: the same identity gets its address back
+ *   3. attachPod: veth into the netns, <ip>/32, default via gateway onlink,
+ *      and the host route <ip>/32 dev berth0 proto 190 (what the reconciler
+ *      wants for a local lease, so its next pass changes nothing)
+ *   4. markDirty, drop a DEL journalled for this attachment before this ADD
+ *
+ * Each step pushes its undo; a failure unwinds them in reverse. The bind is
+ * undone (released) only when this ADD allocated the lease: a lease found
+ * bound to this container already (repeated ADD) or rebound from a held one
+ * stays as it is, and the runtime's DEL after the failed ADD releases it.
+ *
+ * Result: the pod is configured with <ip>/32, and the result reports exactly
+ * that (as calico and cilium do), with the pool gateway and a default route.
+ */
+import type { AgentRequest } from '../../common/agent-protocol';
+import type { CniResult } from '../../common/cni-types';
+import { BerthError, castError } from '../../common/errors';
+import { identityFor } from '../identity';
+import { attachPod, detachPod } from '../kernel/pod';
+import { isOwnNetns } from '../kernel/netns';
+import { dropSupersededDel } from './journal';
+import { identityKey, type Ctx } from './shared';
+
+type Undo = { what: string; run: () => Promise<unknown> };
+
+async function unwind(ctx: Ctx, undo: Undo[], req: AgentRequest): Promise<void> {
+  for (const u of undo.reverse()) {
+    try {
+      await u.run();
+    } catch (e) {
+      // The runtime follows a failed ADD with DEL, which finishes the job.
+      ctx.deps.log.warn('ADD rollback step failed', { step: u.what, containerId: req.containerId, error: castError(e).message });
+    }
+  }
+}
+
+function checkNetns(netns: string): void {
+  let own: boolean;
+  try {
+    own = isOwnNetns(netns);
+  } catch (e) {
+    throw new BerthError('NotFound', `${netns}: ${(e as Error).message}`, 'network namespace does not exist');
+  }
+  if (own) throw new BerthError('InvalidRequest', netns, "CNI_NETNS is the host's own network namespace");
+}
+
+export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
+  const { deps } = ctx;
+  const { identity } = identityFor(req.args, req.containerId);
+  if (req.ips && req.ips.length > 1) {
+    throw new BerthError('InvalidRequest', `ips: ${req.ips.join(',')}`, 'berth assigns one address per attachment');
+  }
+  checkNetns(req.netns);
+  const started = new Date();
+  return ctx.locks.run(identityKey(req.pool, identity), async () => {
+    const undo: Undo[] = [];
+    try {
+      const bound = await deps.controller.bind(req.pool, {
+        identity, host: deps.host, containerId: req.containerId, ifName: req.ifName, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
+      });
+      const ip = bound.lease.ip;
+      if (bound.allocated) {
+        undo.push({ what: `release ${ip}`, run: () => deps.controller.release(req.pool, { identity, containerId: req.containerId }) });
+      }
+      const mtu = req.mtu ?? deps.overlayMtu;
+      undo.push({ what: 'detach', run: () => detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, ip }) });
+      const att = await attachPod(deps.hostNetlink, {
+        containerId: req.containerId, ifName: req.ifName, netns: req.netns, ip, gateway: bound.gateway, mtu, ...(req.mac ? { mac: req.mac } : {}),
+      });
+      deps.markDirty();
+      if (await dropSupersededDel(deps.journalDir, req, started)) {
+        deps.log.info('dropped a DEL journalled before this ADD', { containerId: req.containerId, ifName: req.ifName });
+      }
+      deps.log.info('ADD', { identity, ip, containerId: req.containerId, ifName: req.ifName, allocated: bound.allocated, reused: att.reused });
+      return {
+        interfaces: [
+          { name: att.hostVeth, mac: att.hostMac },
+          { name: req.ifName, mac: att.mac, mtu, sandbox: att.sandbox },
+        ],
+        ips: [{ address: `${ip}/32`, gateway: bound.gateway, interface: 1 }],
+        routes: [{ dst: '0.0.0.0/0', gw: bound.gateway }],
+      };
+    } catch (e) {
+      await unwind(ctx, undo, req);
+      throw e;
+    }
+  });
+}

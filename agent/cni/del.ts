@@ -1,0 +1,70 @@
+/**
+ * DEL: release the lease this container holds, remove its veth, and remove
+ * the host route only when this DEL released the address (never a route for
+ * an address that now belongs to another container). Succeeds when things
+ * are already gone, with or without CNI_NETNS (SPEC.md DEL: "should
+ * generally complete ... without error even if some resources are missing").
+ *
+ * Finding the lease: by identity when CNI_ARGS name one; when the release
+ * finds nothing under that identity (no CNI_ARGS on DEL, as some runtimes
+ * send it, or different ones than ADD had), by binding: this host's bound
+ * lease with this (containerId, ifName). Release is fenced by containerId,
+ * so it can never take an address from a newer container.
+ *
+ * Controller unreachable: the veth is removed anyway (the container is
+ * going), and DEL fails with 11 so the runtime retries it; a retry finds the
+ * veth gone and completes the release. The runtime's retry is the durable
+ * queue here: an agent-side journal would report success while the lease
+ * stays bound, and the pod's next ADD would then meet LeaseHeldElsewhere.
+ * (The plugin's own journal covers the other case: the agent itself down.)
+ */
+import type { AgentRequest } from '../../common/agent-protocol';
+import type { ReleaseResponse } from '../../common/api';
+import { castError, type BerthError } from '../../common/errors';
+import { tryIdentityFor } from '../identity';
+import { detachPod } from '../kernel/pod';
+import { deleteRoute, linkIndex } from '../kernel/routes';
+import { BRIDGE_NAME } from '../desired';
+import { findBoundLease, identityKey, type Ctx } from './shared';
+
+/** Controller answers that mean "nothing of ours to release". */
+const NOTHING_TO_RELEASE = new Set(['PoolNotFound', 'LeaseNotFound', 'NotFound']);
+
+async function release(ctx: Ctx, req: AgentRequest): Promise<ReleaseResponse> {
+  const { deps } = ctx;
+  const id = tryIdentityFor(req.args, req.containerId);
+  if (id) {
+    const r = await ctx.locks.run(identityKey(req.pool, id.identity), () => releaseAndUnroute(ctx, req, { identity: id.identity }));
+    if (r.outcome !== 'not-found') return r;
+  }
+  const lease = await findBoundLease(deps, req.pool, req.containerId, req.ifName);
+  if (!lease) return { outcome: 'not-found' };
+  return ctx.locks.run(identityKey(req.pool, lease.identity), () => releaseAndUnroute(ctx, req, { ip: lease.ip }));
+}
+
+async function releaseAndUnroute(ctx: Ctx, req: AgentRequest, by: { identity?: string; ip?: string }): Promise<ReleaseResponse> {
+  const r = await ctx.deps.controller.release(req.pool, { ...by, containerId: req.containerId });
+  if (r.outcome === 'released' && r.lease) {
+    // Ours until a moment ago and now held by nobody: the route can go now
+    // rather than at the reconciler's next pass.
+    await deleteRoute(ctx.deps.hostNetlink, await linkIndex(ctx.deps.hostNetlink), { dst: `${r.lease.ip}/32`, dev: BRIDGE_NAME });
+  }
+  return r;
+}
+
+export async function del(ctx: Ctx, req: AgentRequest): Promise<void> {
+  const { deps } = ctx;
+  let outcome: ReleaseResponse | undefined;
+  let failure: BerthError | undefined;
+  try {
+    outcome = await release(ctx, req);
+  } catch (e) {
+    const err = castError(e);
+    if (!NOTHING_TO_RELEASE.has(err.kind)) failure = err;
+  }
+  // The veth is named after (containerId, ifName): removing it never touches another container.
+  await detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName });
+  deps.markDirty();
+  deps.log.info('DEL', { containerId: req.containerId, ifName: req.ifName, outcome: outcome?.outcome, ip: outcome?.lease?.ip, error: failure?.kind });
+  if (failure) throw failure;
+}

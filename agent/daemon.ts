@@ -1,0 +1,198 @@
+/**
+ * One host's agent: wires registration, devices, the etcd source, the
+ * reconcile loop and the CNI socket. It runs inside the host's network
+ * namespace and programs only that namespace; etcd and the controller may
+ * be reached over unix sockets, which no namespace boundary hides.
+ *
+ * Start order, and why:
+ *   1. underlay address and MTU (netlink, own netns)
+ *   2. list + watch etcd; wait for the pool record (gateway, cidr)
+ *   3. devices and sysctls: berth0 must exist before any CNI ADD
+ *   4. register the host key (etcd lease, keepalive)
+ *   5. first reconcile pass, awaited: a restart with nothing to do logs ops 0
+ *   6. CNI socket, then one replay of the DEL journal
+ * stop() undoes 6..2 but never revokes the host lease (see registration.ts)
+ * and never removes devices or routes: pods keep their network while the
+ * agent restarts.
+ */
+import type { Etcd3 } from 'etcd3';
+import { ControllerClient } from '../common/controller-client';
+import { BerthError, castError } from '../common/errors';
+import { openEtcd, type EtcdConnection } from '../common/etcd';
+import { keys } from '../common/keys';
+import type { Logger } from '../common/log';
+import type { Host, LeaseView, Pool } from '../common/records';
+import { DEFAULT_VNI } from '../common/records';
+import type { CniServer } from './cni-api';
+import { createCniHandler } from './cni-handlers';
+import { startCniServer } from './cni-server';
+import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
+import { replayJournal } from './journal-replay';
+import { getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
+import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
+import { Registration } from './registration';
+import { EtcdSource } from './source';
+
+export interface AgentOptions {
+  etcd: EtcdConnection;
+  /** http(s)://host:port or unix:///path/controller.sock */
+  controllerUrl: string;
+  token?: string;
+  host: string;
+  /** Own underlay address; found on underlayDev when absent. */
+  underlayIp?: string;
+  /** Underlay interface (its MTU sets the overlay MTU); found by underlayIp when absent. */
+  underlayDev?: string;
+  pool: string;
+  socketPath: string;
+  journalDir: string;
+  vni?: number;
+  resyncMs?: number;
+  hostTtlSeconds?: number;
+  log: Logger;
+}
+
+export interface Underlay {
+  ip: string;
+  dev: string;
+  mtu: number;
+}
+
+/** Finds the underlay address, device and MTU from whichever of the two was given. */
+export async function findUnderlay(sock: Netlink, o: { ip?: string; dev?: string }): Promise<Underlay> {
+  if (!o.ip && !o.dev) throw new BerthError('InvalidConfig', 'need --underlay-ip or --underlay-dev', 'no underlay given');
+  const links = await listLinks(sock);
+  const addrs = await listAddresses(sock);
+  if (o.dev) {
+    const l = await getLink(sock, o.dev);
+    if (!l) throw new BerthError('InvalidConfig', o.dev, 'underlay device not found');
+    const ip = o.ip ?? addrs.find((a) => a.index === l.index)?.cidr.split('/')[0];
+    if (!ip) throw new BerthError('InvalidConfig', o.dev, 'underlay device has no IPv4 address');
+    return { ip, dev: l.name, mtu: l.mtu ?? 1500 };
+  }
+  const a = addrs.find((x) => x.cidr.split('/')[0] === o.ip);
+  const l = a && links.find((x) => x.index === a.index);
+  if (!l) throw new BerthError('InvalidConfig', o.ip, 'no local interface holds the underlay address');
+  return { ip: o.ip!, dev: l.name, mtu: l.mtu ?? 1500 };
+}
+
+export class Agent {
+  readonly log: Logger;
+  etcd: Etcd3 | undefined;
+  netlink: Netlink | undefined;
+  source: EtcdSource | undefined;
+  reconciler: Reconciler | undefined;
+  registration: Registration | undefined;
+  controller: ControllerClient | undefined;
+  cni: CniServer | undefined;
+  underlay: Underlay | undefined;
+  self: Omit<Host, 'registeredAt'> | undefined;
+  /** The first reconcile pass after start (ops 0 when a restart found everything right). */
+  firstPass: PassResult | undefined;
+  private stopping = false;
+
+  constructor(readonly o: AgentOptions) {
+    this.log = o.log.child({ host: o.host });
+  }
+
+  async start(): Promise<void> {
+    const o = this.o;
+    await warmThreadPool();
+    this.netlink = openNetlink();
+    this.underlay = await findUnderlay(this.netlink, { ip: o.underlayIp, dev: o.underlayDev });
+    this.self = { name: o.host, underlayIp: this.underlay.ip, vtepMac: vtepMacFor(o.host), vni: o.vni ?? DEFAULT_VNI, pool: o.pool };
+
+    this.etcd = openEtcd(o.etcd);
+    this.reconciler = new Reconciler({ netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000 });
+    const ownKeyGone = `delete ${keys.host(o.host)}`;
+    this.source = new EtcdSource(this.etcd, o.pool, this.log, {
+      onChange: (why) => {
+        if (why === ownKeyGone) void this.registration?.reassert();
+        this.reconciler?.markDirty(why);
+      },
+    });
+    await this.source.start();
+    if (!this.source.snapshot().pool) this.log.warn('waiting for pool', { pool: o.pool });
+    const pool = await this.source.poolReady();
+
+    const devices = this.desiredFor(pool, []).devices!;
+    await ensureDevices(this.netlink, devices);
+    ensureSysctls(devices);
+
+    this.registration = new Registration(this.etcd, this.self, this.log, { ttlSeconds: o.hostTtlSeconds });
+    await this.registration.start();
+
+    const first = this.reconciler.waitForPass();
+    this.reconciler.start();
+    this.firstPass = await first;
+
+    this.controller = new ControllerClient({ url: o.controllerUrl, token: o.token });
+    const etcd = this.etcd;
+    const handler = createCniHandler({
+      host: o.host,
+      controller: this.controller,
+      hostNetlink: this.netlink,
+      overlayMtu: overlayMtu(this.underlay.mtu),
+      etcdHealthy: async () => {
+        try {
+          await etcd.maintenance.status();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      markDirty: () => this.reconciler?.markDirty('cni'),
+      journalDir: o.journalDir,
+      log: this.log.child({ component: 'cni' }),
+    });
+    this.cni = await startCniServer(o.socketPath, handler, this.log.child({ component: 'cni' }));
+    this.log.info('agent ready', {
+      socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
+      firstPassOps: this.firstPass.ops,
+    });
+    try {
+      const r = await replayJournal(o.journalDir, handler, this.log.child({ component: 'journal' }));
+      if (r.replayed || r.failed) this.log.info('del journal replayed', r);
+    } catch (e) {
+      this.log.warn('del journal replay failed', { error: castError(e).message });
+    }
+  }
+
+  /** What the kernel should hold now; undefined until the pool is known. */
+  desired(): Desired | undefined {
+    const snap = this.source?.snapshot();
+    if (!snap?.pool) return undefined;
+    return this.desiredFor(snap.pool, snap.hosts, snap.leases);
+  }
+
+  private desiredFor(pool: Pool, hosts: Host[], leases: LeaseView[] = []): Desired {
+    // Our own record comes from us, not from the watch: devices and remote
+    // routes are right even before (or while the lease is lost between) registrations.
+    const me: Host = { ...this.self!, registeredAt: '' };
+    const others = hosts.filter((h) => h.name !== me.name);
+    return desiredState({
+      self: me.name,
+      hosts: [me, ...others],
+      leases,
+      pool: { name: pool.name, cidr: pool.cidr, gateway: pool.gateway },
+      underlayMtu: this.underlay!.mtu,
+    });
+  }
+
+  /**
+   * Stops serving and watching. Kernel state stays as it is, and the host
+   * key stays until its TTL ends unless `revoke` is set.
+   */
+  async stop(o: { revoke?: boolean } = {}): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await this.cni?.close().catch(() => undefined);
+    await this.reconciler?.stop();
+    await this.source?.close();
+    await this.registration?.stop({ revoke: o.revoke });
+    this.controller?.close();
+    this.etcd?.close();
+    this.netlink?.socket.close();
+    this.log.info('agent stopped', { revoked: !!o.revoke });
+  }
+}

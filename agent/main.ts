@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+/**
+ * berth-agent: the per-host daemon. Run it inside the host's network
+ * namespace (on a real node, the root one). It programs that namespace only;
+ * etcd and the controller can be reached over unix:// sockets. Flags and
+ * semantics: docs/agent.md.
+ */
+import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import { DEFAULT_AGENT_SOCKET } from '../common/agent-protocol';
+import { splitEndpoints } from '../common/etcd';
+import { castError } from '../common/errors';
+import { NAME_RE } from '../common/keys';
+import { createLogger } from '../common/log';
+import { DEFAULT_VNI } from '../common/records';
+import { Agent } from './daemon';
+
+const positiveInt = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+};
+const vni = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 0xffffff) throw new InvalidArgumentError('must be 1..16777215');
+  return n;
+};
+const name = (v: string) => {
+  if (!NAME_RE.test(v)) throw new InvalidArgumentError('must be lower-case letters, digits, ".", "_" or "-"');
+  return v;
+};
+const ipv4 = (v: string) => {
+  if (!/^(\d{1,3})(\.\d{1,3}){3}$/.test(v) || v.split('.').some((p) => Number(p) > 255)) throw new InvalidArgumentError('must be an IPv4 address');
+  return v;
+};
+
+const program = new Command('berth-agent')
+  .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')
+  .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs (http(s):// or unix:///path)', process.env.BERTH_ETCD_ENDPOINTS ?? 'http://127.0.0.1:2379')
+  .option('--etcd-ca <file>', 'CA bundle for etcd TLS')
+  .option('--etcd-cert <file>', 'client certificate for etcd TLS')
+  .option('--etcd-key <file>', 'client key for etcd TLS')
+  .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path', process.env.BERTH_CONTROLLER ?? 'http://127.0.0.1:7480')
+  .option('--token-file <file>', 'bearer token for the controller API')
+  .option('--host <name>', 'this host\'s name in etcd', name, hostname().toLowerCase())
+  .option('--underlay-ip <ip>', 'own underlay address (default: the first IPv4 address on --underlay-dev)', ipv4)
+  .option('--underlay-dev <ifname>', 'underlay interface; its MTU - 50 is the overlay MTU (default: the one holding --underlay-ip)')
+  .option('--pool <name>', 'the pool this host serves', name, 'default')
+  .option('--socket <path>', 'CNI socket (mode 0600)', DEFAULT_AGENT_SOCKET)
+  .option('--journal-dir <dir>', 'DEL journal written by the CNI plugin', '/var/lib/berth/del-journal')
+  .option('--vni <n>', 'VXLAN network identifier', vni, DEFAULT_VNI)
+  .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
+  .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
+  .showHelpAfterError(false)
+  .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts();
+  const log = createLogger({ component: 'agent' });
+  if (!o.underlayIp && !o.underlayDev) program.error('error: one of --underlay-ip or --underlay-dev is required');
+  const token = o.tokenFile ? readFileSync(o.tokenFile, 'utf8').trim() : undefined;
+  const agent = new Agent({
+    etcd: { endpoints: splitEndpoints(o.etcdEndpoints), caFile: o.etcdCa, certFile: o.etcdCert, keyFile: o.etcdKey },
+    controllerUrl: o.controller, token, host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
+    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, log,
+  });
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    // No revoke: a restart must not look like a host failure (docs/agent.md).
+    agent.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  try {
+    await agent.start();
+  } catch (e) {
+    await agent.stop().catch(() => undefined);
+    throw e;
+  }
+}
+
+main().catch((e) => {
+  const err = castError(e);
+  process.stderr.write(`berth-agent: ${err.message}${err.details ? `: ${err.details}` : ''}\n`);
+  process.exit(err.exitCode || 1);
+});

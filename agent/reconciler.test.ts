@@ -1,0 +1,67 @@
+import test from 'ava';
+import { silentLogger } from '../common/log';
+import type { Netlink } from './kernel/nl';
+import { emptyState, type KernelState, type Op } from './plan';
+import { Reconciler } from './reconciler';
+
+/** A fake kernel: apply() records ops into state, optionally refusing some. */
+function fakeKernel(refuse = 0) {
+  let state: KernelState = emptyState();
+  let refusals = refuse;
+  const applied: Op[][] = [];
+  return {
+    applied,
+    get state() { return state; },
+    kernel: {
+      observe: async () => structuredClone(state),
+      apply: async (_nl: Netlink, ops: Op[]) => {
+        applied.push(ops);
+        const failed = [];
+        for (const o of ops) {
+          if (refusals > 0) { refusals--; failed.push({ op: o, error: new Error('Request rejected: ENODEV') }); continue; }
+          if (o.kind === 'route') state = { ...state, routes: o.op === 'replace' ? [...state.routes.filter((r) => r.dst !== o.route.dst), o.route] : state.routes.filter((r) => r.dst !== o.route.dst) };
+        }
+        return { applied: ops.length - failed.length, failed };
+      },
+    },
+  };
+}
+
+const want = (n: number): KernelState => ({ ...emptyState(), routes: Array.from({ length: n }, (_, i) => ({ dst: `198.18.0.${i + 2}/32`, dev: 'berth0' })) });
+
+test('marks during a pass coalesce into one follow-up pass; a converged pass plans nothing', async (t) => {
+  const k = fakeKernel();
+  let desired = want(2);
+  const r = new Reconciler({ netlink: {} as Netlink, desired: () => desired, log: silentLogger, kernel: k.kernel });
+  const first = r.waitForPass();
+  r.start();
+  t.like(await first, { pass: 1, ops: 2, applied: 2, failed: 0, why: 'start' });
+  desired = want(3);
+  const next = r.waitForPass();
+  for (let i = 0; i < 5; i++) r.markDirty(`event ${i}`);
+  t.like(await next, { pass: 2, ops: 1, why: 'event 0' });
+  const idle = r.waitForPass();
+  r.markDirty('resync');
+  t.like(await idle, { pass: 3, ops: 0 });
+  await r.stop();
+  t.is(r.passes, 3);
+});
+
+test('refused ops are retried by a later pass', async (t) => {
+  const k = fakeKernel(1);
+  const r = new Reconciler({ netlink: {} as Netlink, desired: () => want(2), log: silentLogger, kernel: k.kernel, retryMs: 5 });
+  const first = r.waitForPass();
+  r.start();
+  t.like(await first, { ops: 2, applied: 1, failed: 1 });
+  const retry = await r.waitForPass();
+  t.like(retry, { why: 'retry', ops: 1, applied: 1, failed: 0 });
+  await r.stop();
+  t.is(k.state.routes.length, 2);
+});
+
+test('no desired state (pool unknown) means no kernel access at all', async (t) => {
+  const k = fakeKernel();
+  const r = new Reconciler({ netlink: {} as Netlink, desired: () => undefined, log: silentLogger, kernel: k.kernel });
+  t.like(await r.runPass(), { ops: 0, failed: 0 });
+  t.deepEqual(k.applied, []);
+});

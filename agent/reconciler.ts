@@ -1,0 +1,189 @@
+/**
+ * The level-triggered reconcile loop. Nothing tells it *what* changed: a
+ * watch event, a relist, a CNI ADD/DEL or the resync timer only mark it
+ * dirty, and the next pass recomputes everything:
+ *
+ *   ensure devices -> observe(kernel) -> desiredState(snapshot) -> planChanges -> apply
+ *
+ * One pass runs at a time; marks that arrive during a pass coalesce into
+ * one follow-up pass. An empty plan writes nothing, which is what makes an
+ * agent restart invisible to the kernel. A pass whose ops the kernel
+ * refused is retried after a short delay (the next observe sees whatever is
+ * still missing). Each pass logs one JSON line:
+ *   {"msg":"reconcile pass","pass":N,"ops":n,"applied":n,"failed":n,"ms":n,"why":"..."}
+ */
+import { castError } from '../common/errors';
+import type { Logger } from '../common/log';
+import type { Desired, DeviceSpec } from './desired';
+import { ensureBridge, ensureVxlan, writeSysctl } from './kernel';
+import type { Netlink } from './kernel/nl';
+import { apply, observe } from './kernel/state';
+import { planChanges, type KernelState, type Op } from './plan';
+
+export interface PassResult {
+  pass: number;
+  ops: number;
+  applied: number;
+  failed: number;
+  ms: number;
+  /** What marked the loop dirty (the first mark since the previous pass). */
+  why: string;
+  plan: Op[];
+}
+
+export interface ReconcilerOptions {
+  netlink: Netlink;
+  /** The state to converge to, or undefined while the agent can't know it yet (no pool). */
+  desired: () => Desired | undefined;
+  log: Logger;
+  /** Periodic pass even without events, to repair changes made behind our back. 0 disables. */
+  resyncMs?: number;
+  /** Delay before retrying a pass that had failed ops or threw. */
+  retryMs?: number;
+  /** Replaces observe/apply (benchmarks count kernel time separately); defaults to the real kernel. */
+  kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
+}
+
+/**
+ * Device settings that are not part of the per-pass plan: created once and
+ * re-verified every pass (ensureX writes only what differs). rp_filter is
+ * loose on both devices because host-originated replies come back over the
+ * underlay, not the overlay (docs/dataplane.md "Forwarding").
+ */
+export async function ensureDevices(sock: Netlink, d: DeviceSpec): Promise<void> {
+  await ensureBridge(sock, d.bridge);
+  await ensureVxlan(sock, d.vxlan);
+}
+
+export function ensureSysctls(devices: DeviceSpec): void {
+  writeSysctl(undefined, 'net/ipv4/ip_forward', '1');
+  for (const dev of [devices.bridge.name, devices.vxlan.name]) writeSysctl(undefined, `net/ipv4/conf/${dev}/rp_filter`, '2');
+}
+
+export class Reconciler {
+  /** Completed passes. */
+  passes = 0;
+  lastPass: PassResult | undefined;
+  private dirty: string | null = null;
+  private running = false;
+  /** True from the moment a pass reads its input until it completes. */
+  private inPass = false;
+  private stopped = true;
+  private scheduled: NodeJS.Immediate | null = null;
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private waiters: { after: number; resolve: (r: PassResult) => void }[] = [];
+  private idle: Promise<void> = Promise.resolve();
+  private readonly kernel: NonNullable<ReconcilerOptions['kernel']>;
+
+  constructor(private readonly o: ReconcilerOptions) {
+    this.kernel = o.kernel ?? { observe: (nl) => observe(nl), apply };
+  }
+
+  start(): void {
+    this.stopped = false;
+    if (this.o.resyncMs) this.resyncTimer = setInterval(() => this.markDirty('resync'), this.o.resyncMs);
+    this.markDirty('start');
+  }
+
+  /** Waits for a running pass to finish; no further pass starts after. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.resyncTimer = this.retryTimer = this.scheduled = null;
+    await this.idle;
+  }
+
+  /** Asks for a pass soon. Never waits and never runs one inline. */
+  markDirty(why: string): void {
+    if (this.dirty === null) this.dirty = why;
+    if (this.stopped || this.running || this.scheduled) return;
+    this.scheduled = setImmediate(() => {
+      this.scheduled = null;
+      void this.loop();
+    });
+  }
+
+  /** Resolves with the first pass that *starts* after this call and completes. */
+  waitForPass(): Promise<PassResult> {
+    // A pass already running may have read its input before the caller's change.
+    const after = this.passes + (this.inPass ? 1 : 0);
+    return new Promise((resolve) => this.waiters.push({ after, resolve }));
+  }
+
+  /** Runs passes until nothing is dirty. */
+  private async loop(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    let done!: () => void;
+    this.idle = new Promise((r) => (done = r));
+    try {
+      while (this.dirty !== null && !this.stopped) {
+        const why = this.dirty;
+        this.dirty = null;
+        const r = await this.pass(why);
+        if (r.failed > 0) this.retrySoon();
+      }
+    } finally {
+      this.running = false;
+      done();
+    }
+  }
+
+  private retrySoon(): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.markDirty('retry');
+    }, this.o.retryMs ?? 500);
+  }
+
+  /** One pass. Exported behaviour for benchmarks via runPass(). */
+  private async pass(why: string): Promise<PassResult> {
+    const t0 = performance.now();
+    this.inPass = true;
+    let plan: Op[] = [];
+    let applied = 0;
+    let failed = 0;
+    let error: string | undefined;
+    try {
+      const desired = this.o.desired();
+      if (desired) {
+        if (desired.devices) await ensureDevices(this.o.netlink, desired.devices);
+        const actual = await this.kernel.observe(this.o.netlink);
+        plan = planChanges(desired, actual);
+        const res = await this.kernel.apply(this.o.netlink, plan);
+        applied = res.applied;
+        failed = res.failed.length;
+        for (const f of res.failed.slice(0, 5)) this.o.log.warn('kernel refused op', { op: f.op, error: castError(f.error).message });
+      }
+    } catch (e) {
+      const err = castError(e);
+      error = err.details ? `${err.message}: ${err.details}` : err.message;
+      failed = Math.max(1, failed);
+    }
+    const ms = Math.round((performance.now() - t0) * 100) / 100;
+    this.passes++;
+    this.inPass = false;
+    const r: PassResult = { pass: this.passes, ops: plan.length, applied, failed, ms, why, plan };
+    this.lastPass = r;
+    this.o.log.info('reconcile pass', { pass: r.pass, ops: r.ops, applied, failed, ms, why, ...(error ? { error } : {}) });
+    const ready = this.waiters.filter((w) => w.after < this.passes);
+    this.waiters = this.waiters.filter((w) => w.after >= this.passes);
+    for (const w of ready) w.resolve(r);
+    return r;
+  }
+
+  /** Runs exactly one pass now (benchmarks, tests); must not overlap the loop. */
+  async runPass(why = 'manual'): Promise<PassResult> {
+    if (this.running) throw new Error('a pass is already running');
+    this.running = true;
+    try {
+      return await this.pass(why);
+    } finally {
+      this.running = false;
+    }
+  }
+}

@@ -1,0 +1,333 @@
+/**
+ * The agent's CNI verbs end to end, on real parts: a real etcd, a real
+ * controller, a simulated host (a Lab namespace with berth0) and pod
+ * namespaces, the handlers behind a real startCniServer socket, and the
+ * bundled `berth` binary exec'd exactly as a runtime does, across every
+ * supported cniVersion. Needs root; touches only bth-* namespaces.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
+import { ControllerClient } from '../common/controller-client';
+import { SUPPORTED_VERSIONS, versionAtLeast } from '../common/cni-version';
+import { readDelJournal } from '../common/del-journal';
+import { silentLogger } from '../common/log';
+import { startController, type RunningController } from '../controller/app';
+import { startCniServer } from '../agent/cni-server';
+import { createCniHandler } from '../agent/cni-handlers';
+import type { CniHandler } from '../agent/cni-api';
+import { replayJournal } from '../agent/journal-replay';
+import { desiredState } from '../agent/desired';
+import { planChanges } from '../agent/plan';
+import { vethNameFor } from '../agent/kernel/links';
+import { warmThreadPool } from '../agent/kernel/netns';
+import { observe } from '../agent/kernel/state';
+import { ensureBundle, execPlugin, type ExecResult } from '../cni/testing/exec';
+import { startEtcd, type EtcdServer } from './harness/etcd';
+import { startSite, type Site } from './harness/cni-site';
+import { nsExec, nsTry } from './harness/netns';
+
+let etcd: EtcdServer;
+let ctl: RunningController;
+let admin: ControllerClient;
+
+test.before(async () => {
+  await warmThreadPool();
+  await ensureBundle();
+  etcd = await startEtcd();
+  ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger });
+  admin = new ControllerClient({ url: ctl.url });
+});
+
+async function site(t: ExecutionContext, o: { cidr?: string } = {}): Promise<Site> {
+  return startSite(t, ctl.url, o);
+}
+
+test.after.always(async () => {
+  admin?.close();
+  await ctl?.stop();
+  await etcd?.stop();
+});
+
+function ok(t: ExecutionContext, r: ExecResult, what: string): void {
+  t.is(r.code, 0, `${what}: ${r.stdout}${r.stderr}`);
+}
+
+function addressOf(r: ExecResult): string {
+  return (r.json.ips[0].address as string).split('/')[0];
+}
+
+const hostVeths = (s: Site) => nsExec(s.host, 'ip', '-o', 'link', 'show', 'type', 'veth');
+const hostRoutes = (s: Site) => nsExec(s.host, 'ip', 'route', 'show', 'proto', '190');
+
+async function leaseOf(s: Site, identity: string) {
+  return (await admin.leases({ pool: s.pool, identity })).leases[0];
+}
+
+for (const v of SUPPORTED_VERSIONS) {
+  test(`cniVersion ${v}: ADD plumbs the pod, a repeated ADD gives the same result, CHECK passes, DEL twice succeeds`, async (t) => {
+    const s = await site(t);
+    const pod = s.lab.pod('pod');
+    const cid = `c-${v.replace(/\./g, '')}`;
+    const add = await s.cni('ADD', cid, pod, { version: v });
+    ok(t, add, 'ADD');
+    t.is(add.json.cniVersion, v);
+    const ip = addressOf(add);
+    t.is(add.json.ips[0].address, `${ip}/32`, 'the result reports the configured /32');
+    t.is(add.json.ips[0].gateway, s.gateway);
+    t.deepEqual(add.json.routes, [{ dst: '0.0.0.0/0', gw: s.gateway }]);
+    t.is(add.json.interfaces[0].name, vethNameFor(cid, 'eth0'));
+    t.is(add.json.interfaces[1].sandbox, pod.path);
+
+    t.regex(nsExec(pod, 'ip', '-o', 'addr', 'show', 'dev', 'eth0'), new RegExp(`inet ${ip.replace(/\./g, '\\.')}/32`));
+    t.regex(nsExec(pod, 'ip', '-o', 'link', 'show', 'dev', 'eth0'), /mtu 1450 .*state UP/);
+    t.regex(nsExec(pod, 'ip', 'route', 'show', 'default'), new RegExp(`default via ${s.gateway} dev eth0 .*onlink`));
+    t.regex(hostRoutes(s), new RegExp(`^${ip.replace(/\./g, '\\.')} dev berth0 scope link`, 'm'));
+    t.regex(nsExec(s.host, 'ip', '-o', 'link', 'show', vethNameFor(cid, 'eth0')), /master berth0 .*state UP/);
+    const lease = await leaseOf(s, `k8s/web/${cid}`);
+    t.like(lease, { ip, state: 'bound', binding: { host: s.hostName, containerId: cid, ifName: 'eth0' } });
+    t.true(s.dirty.n >= 1, 'ADD marks the reconcile loop dirty');
+
+    const again = await s.cni('ADD', cid, pod, { version: v });
+    ok(t, again, 'repeated ADD');
+    t.deepEqual(again.json, add.json, 'a repeated ADD returns the same result');
+
+    if (versionAtLeast(v, '0.4.0')) ok(t, await s.cni('CHECK', cid, pod, { version: v, extra: { prevResult: add.json } }), 'CHECK');
+
+    ok(t, await s.cni('DEL', cid, pod, { version: v, extra: { prevResult: add.json } }), 'DEL');
+    ok(t, await s.cni('DEL', cid, pod, { version: v }), 'second DEL');
+    t.notRegex(hostVeths(s), /bth/);
+    t.notRegex(hostRoutes(s), new RegExp(ip.replace(/\./g, '\\.')));
+    t.false(nsTry(pod, 'ip', 'link', 'show', 'eth0'), 'the pod side went with the host side');
+    t.like(await leaseOf(s, `k8s/web/${cid}`), { ip, state: 'held' });
+  });
+}
+
+test('the host route ADD installs is exactly what the reconciler wants: no plan after ADD', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  ok(t, await s.cni('ADD', 'recon', pod), 'ADD');
+  const { leases } = await admin.leases({ pool: s.pool });
+  const desired = desiredState({ self: s.hostName, hosts: [], leases, pool: { name: s.pool, cidr: '198.18.0.0/24', gateway: s.gateway }, underlayMtu: 1500 });
+  const actual = await observe(s.hostNl);
+  t.is(desired.routes.length, 1);
+  t.deepEqual(planChanges({ ...desired, neighs: [], fdbs: [] }, actual), []);
+});
+
+test('the same identity gets its address back in a new container; DEL without CNI_ARGS or CNI_NETNS still releases', async (t) => {
+  const s = await site(t);
+  const pod1 = s.lab.pod('p1');
+  const first = await s.cni('ADD', 'old', pod1, { args: 'K8S_POD_NAMESPACE=db;K8S_POD_NAME=db-0' });
+  ok(t, first, 'ADD old');
+  // DEL from "another process": no args, netns already gone.
+  ok(t, await s.cni('DEL', 'old', undefined, { args: '' }), 'DEL without args and netns');
+  t.like(await leaseOf(s, 'k8s/db/db-0'), { state: 'held' });
+  t.notRegex(hostVeths(s), /bth/);
+
+  const pod2 = s.lab.pod('p2');
+  const second = await s.cni('ADD', 'new', pod2, { args: 'K8S_POD_NAMESPACE=db;K8S_POD_NAME=db-0' });
+  ok(t, second, 'ADD new');
+  t.is(addressOf(second), addressOf(first));
+  // A late DEL of the old container must not take the address or route from the new one.
+  ok(t, await s.cni('DEL', 'old', undefined, { args: 'K8S_POD_NAMESPACE=db;K8S_POD_NAME=db-0' }), 'late DEL of old');
+  t.like(await leaseOf(s, 'k8s/db/db-0'), { state: 'bound', binding: { containerId: 'new' } });
+  t.regex(hostRoutes(s), new RegExp(`^${addressOf(second).replace(/\./g, '\\.')} dev berth0`, 'm'));
+});
+
+test('ADD failing after bind (interface name taken in the pod) leaves nothing and releases the new lease', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  nsExec(pod, 'ip', 'link', 'add', 'eth0', 'type', 'bridge');
+  const r = await s.cni('ADD', 'clash', pod);
+  t.is(r.code, 1);
+  t.is(r.json.code, 112, r.stdout);
+  t.notRegex(hostVeths(s), /bth/);
+  t.is(hostRoutes(s).trim(), '');
+  t.like(await leaseOf(s, 'k8s/web/clash'), { state: 'held' }, 'the lease this ADD allocated was released');
+  t.regex(nsExec(pod, 'ip', '-o', 'link', 'show', 'eth0'), /eth0/, "the pod's own interface is untouched");
+});
+
+test('ADD failing for a lease it did not allocate leaves that lease bound', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  ok(t, await s.cni('ADD', 'keep', pod), 'ADD');
+  nsExec(s.host, 'ip', 'link', 'del', 'berth0');
+  const r = await s.cni('ADD', 'keep', pod);
+  t.is(r.json?.code, 11, r.stdout);
+  t.like(await leaseOf(s, 'k8s/web/keep'), { state: 'bound', binding: { containerId: 'keep' } });
+  t.notRegex(hostVeths(s), /bth/);
+});
+
+test('an exhausted pool is 101 and changes nothing; STATUS says 50', async (t) => {
+  const s = await site(t, { cidr: '198.18.7.0/30' }); // .1 gateway, .2 the only address
+  const a = s.lab.pod('a');
+  const b = s.lab.pod('b');
+  ok(t, await s.cni('ADD', 'only', a), 'ADD only');
+  const before = (await admin.leases({ pool: s.pool })).leases;
+  const r = await s.cni('ADD', 'extra', b);
+  t.is(r.json?.code, 101, r.stdout);
+  t.deepEqual((await admin.leases({ pool: s.pool })).leases, before);
+  t.false(nsTry(b, 'ip', 'link', 'show', 'eth0'));
+  t.is(hostVeths(s).trim().split('\n').length, 1, 'only the first pod has a veth');
+  const st = await s.cni('STATUS', '', undefined);
+  t.is(st.json?.code, 50, st.stdout);
+  t.regex(st.json.details, /full/);
+});
+
+test('CHECK passes on a healthy pod and names what is wrong after the pod address is removed', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  const add = await s.cni('ADD', 'chk', pod);
+  ok(t, add, 'ADD');
+  ok(t, await s.cni('CHECK', 'chk', pod, { extra: { prevResult: add.json } }), 'CHECK');
+  const ip = addressOf(add);
+  nsExec(pod, 'ip', 'addr', 'del', `${ip}/32`, 'dev', 'eth0');
+  const bad = await s.cni('CHECK', 'chk', pod, { extra: { prevResult: add.json } });
+  t.is(bad.json?.code, 113, bad.stdout);
+  t.regex(bad.json.details, new RegExp(`lacks ${ip.replace(/\./g, '\\.')}/32`));
+  nsExec(s.host, 'ip', 'route', 'del', `${ip}/32`, 'dev', 'berth0');
+  const worse = await s.cni('CHECK', 'chk', pod, { extra: { prevResult: add.json } });
+  t.regex(worse.json.details, /host route .* is missing/);
+});
+
+test('GC releases exactly the leases not in the valid list and removes their veths', async (t) => {
+  const s = await site(t);
+  const pods = ['g1', 'g2', 'g3'].map((c) => ({ c, pod: s.lab.pod(c) }));
+  for (const { c, pod } of pods) ok(t, await s.cni('ADD', c, pod), `ADD ${c}`);
+  const gc = await s.cni('GC', '', undefined, { extra: { 'cni.dev/valid-attachments': [{ containerID: 'g1', ifname: 'eth0' }] } });
+  ok(t, gc, 'GC');
+  t.is(gc.stdout.trim(), '');
+  t.like(await leaseOf(s, 'k8s/web/g1'), { state: 'bound' });
+  t.like(await leaseOf(s, 'k8s/web/g2'), { state: 'held' });
+  t.like(await leaseOf(s, 'k8s/web/g3'), { state: 'held' });
+  const veths = hostVeths(s);
+  t.regex(veths, new RegExp(vethNameFor('g1', 'eth0')));
+  t.notRegex(veths, new RegExp(`${vethNameFor('g2', 'eth0')}|${vethNameFor('g3', 'eth0')}`));
+  t.is(hostRoutes(s).trim().split('\n').length, 1);
+});
+
+test('STATUS: ok when healthy, 50 when the agent socket is gone, 51 when etcd is unreachable', async (t) => {
+  const s = await site(t);
+  ok(t, await s.cni('STATUS', '', undefined), 'STATUS');
+  const gone = await execPlugin({ CNI_COMMAND: 'STATUS' }, s.conf('1.1.0', { agentSocket: join(s.dir, 'nobody.sock') }));
+  t.is(gone.json?.code, 50, gone.stdout);
+  const limited = await createCniHandler({ ...s.deps, etcdHealthy: async () => false })(statusReq(s.pool));
+  t.like(limited, { ok: false, error: { code: 'PluginLimited', cniCode: 51 } });
+  const noPool = await s.handler(statusReq('no-such-pool'));
+  t.like(noPool, { ok: false, error: { code: 'PluginNotAvailable' } });
+});
+
+function statusReq(pool: string): AgentRequest {
+  return { verb: 'STATUS', containerId: '', netns: '', ifName: '', args: {}, network: 'berth-net', pool };
+}
+
+test('DEL with the agent down is journalled and replayJournal releases it; an ADD after the DEL supersedes it', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  const down = join(s.dir, 'down.sock');
+  ok(t, await s.cni('ADD', 'j1', pod), 'ADD j1');
+  const del = await execPlugin({ CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'j1', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_ARGS: 'K8S_POD_NAMESPACE=web;K8S_POD_NAME=j1' },
+    s.conf('1.0.0', { agentSocket: down }));
+  ok(t, del, 'DEL with the agent down');
+  t.is((await readDelJournal(s.journalDir)).entries.length, 1);
+  t.like(await leaseOf(s, 'k8s/web/j1'), { state: 'bound' }, 'nothing released yet');
+
+  t.deepEqual(await replayJournal(s.journalDir, s.handler, silentLogger), { replayed: 1, failed: 0 });
+  t.like(await leaseOf(s, 'k8s/web/j1'), { state: 'held' });
+  t.notRegex(hostVeths(s), /bth/);
+  t.is((await readDelJournal(s.journalDir)).entries.length, 0);
+
+  // Same container id: DEL journalled, then ADD again through the agent. Replay must not undo it.
+  const pod2 = s.lab.pod('pod2');
+  ok(t, await s.cni('ADD', 'j2', pod2), 'ADD j2');
+  ok(t, await execPlugin({ CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'j2', CNI_NETNS: pod2.path, CNI_IFNAME: 'eth0', CNI_ARGS: 'K8S_POD_NAMESPACE=web;K8S_POD_NAME=j2' },
+    s.conf('1.0.0', { agentSocket: down })), 'DEL j2 with the agent down');
+  ok(t, await s.cni('ADD', 'j2', pod2), 'ADD j2 again');
+  t.is((await readDelJournal(s.journalDir)).entries.length, 0, 'the ADD dropped the older DEL');
+  t.deepEqual(await replayJournal(s.journalDir, s.handler, silentLogger), { replayed: 0, failed: 0 });
+  t.like(await leaseOf(s, 'k8s/web/j2'), { state: 'bound', binding: { containerId: 'j2' } });
+});
+
+test('a failed replay keeps its entry for the next pass', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  ok(t, await s.cni('ADD', 'r1', pod), 'ADD');
+  ok(t, await execPlugin({ CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'r1', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_ARGS: 'K8S_POD_NAMESPACE=web;K8S_POD_NAME=r1' },
+    s.conf('1.0.0', { agentSocket: join(s.dir, 'down.sock') })), 'journalled DEL');
+  const dead = new ControllerClient({ url: 'http://127.0.0.1:1', timeoutMs: 2000 });
+  t.teardown(() => dead.close());
+  const offline = createCniHandler({ ...s.deps, controller: dead });
+  t.deepEqual(await replayJournal(s.journalDir, offline, silentLogger), { replayed: 0, failed: 1 });
+  t.is((await readDelJournal(s.journalDir)).entries.length, 1);
+  t.notRegex(hostVeths(s), /bth/, 'the veth went even though the release could not');
+  t.deepEqual(await replayJournal(s.journalDir, s.handler, silentLogger), { replayed: 1, failed: 0 });
+  t.like(await leaseOf(s, 'k8s/web/r1'), { state: 'held' });
+});
+
+test('DEL with the controller unreachable removes the veth and answers 11; the retry releases', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  ok(t, await s.cni('ADD', 'cd', pod), 'ADD');
+  const dead = new ControllerClient({ url: 'http://127.0.0.1:1', timeoutMs: 2000 });
+  t.teardown(() => dead.close());
+  const req: AgentRequest = { verb: 'DEL', containerId: 'cd', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'web', K8S_POD_NAME: 'cd' }, network: 'berth-net', pool: s.pool };
+  const r = await createCniHandler({ ...s.deps, controller: dead })(req);
+  t.like(r, { ok: false, error: { code: 'TryAgainLater', cniCode: 11 } });
+  t.notRegex(hostVeths(s), /bth/);
+  t.like(await s.handler(req), { ok: true });
+  t.like(await leaseOf(s, 'k8s/web/cd'), { state: 'held' });
+});
+
+// ---- the socket itself ----
+
+function rawRequest(path: string, payload: string | Buffer, o: { end?: boolean } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = connect({ path });
+    let out = '';
+    c.on('data', (d) => (out += d));
+    c.on('close', () => resolve(out));
+    c.on('error', reject);
+    c.on('connect', () => (o.end ? c.end(payload) : c.write(payload)));
+  });
+}
+
+test('the socket answers malformed requests with Decode and keeps serving', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-cni-sock-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let calls = 0;
+  const handler: CniHandler = async (req): Promise<AgentResponse> => {
+    calls++;
+    if (req.containerId === 'boom') throw new Error('handler bug');
+    return { ok: true };
+  };
+  const sockPath = join(dir, 'a', 'b', 'agent.sock');
+  const srv = await startCniServer(sockPath, handler, silentLogger);
+  t.teardown(() => srv.close());
+  t.is(statSync(sockPath).mode & 0o777, 0o600);
+  t.is(statSync(join(dir, 'a', 'b')).mode & 0o777, 0o700);
+
+  const decode = (s: string) => (JSON.parse(s) as AgentResponse & { ok: false }).error;
+  t.like(decode(await rawRequest(sockPath, 'not json\n')), { code: 'Decode', cniCode: 6 });
+  t.like(decode(await rawRequest(sockPath, '[1,2]\n')), { code: 'Decode' });
+  t.like(decode(await rawRequest(sockPath, '{"verb":"FLY"}\n')), { code: 'Decode' });
+  t.like(decode(await rawRequest(sockPath, '{"verb":"ADD"', { end: true })), { code: 'Decode' });
+  t.like(decode(await rawRequest(sockPath, Buffer.alloc((1 << 20) + 10, 0x20))), { code: 'Decode' });
+  t.is(calls, 0);
+  const good = { ...statusReq('x') };
+  t.deepEqual(JSON.parse(await rawRequest(sockPath, `${JSON.stringify(good)}\n`)), { ok: true });
+  t.like(decode(await rawRequest(sockPath, `${JSON.stringify({ ...good, containerId: 'boom' })}\n`)), { code: 'Internal' });
+
+  // A second server on a live socket refuses; once closed, a stale file is replaced.
+  await t.throwsAsync(startCniServer(sockPath, handler, silentLogger), { message: /I\/O|listening/ });
+  await srv.close();
+  // A socket file left by a dead process (bound, never unlinked) is replaced.
+  execFileSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', sockPath]);
+  t.true(statSync(sockPath).isSocket());
+  const srv2 = await startCniServer(sockPath, handler, silentLogger);
+  t.teardown(() => srv2.close());
+  t.deepEqual(JSON.parse(await rawRequest(sockPath, `${JSON.stringify(good)}\n`)), { ok: true });
+});
