@@ -80,6 +80,13 @@ export class Agent {
   readonly log: Logger;
   etcd: Etcd3 | undefined;
   netlink: Netlink | undefined;
+  /**
+   * CNI requests get their own socket: netlink 0.3.0 ends a multipart dump
+   * early when another request's reply interleaves, so the reconciler's
+   * observe() must never share a socket with concurrent CNI work.
+   */
+  private cniNetlink: Netlink | undefined;
+  private journalTimer: NodeJS.Timeout | undefined;
   source: EtcdSource | undefined;
   reconciler: Reconciler | undefined;
   registration: Registration | undefined;
@@ -131,7 +138,7 @@ export class Agent {
     const handler = createCniHandler({
       host: o.host,
       controller: this.controller,
-      hostNetlink: this.netlink,
+      hostNetlink: (this.cniNetlink = openNetlink()),
       overlayMtu: overlayMtu(this.underlay.mtu),
       etcdHealthy: async () => {
         try {
@@ -150,12 +157,18 @@ export class Agent {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
       firstPassOps: this.firstPass.ops,
     });
-    try {
-      const r = await replayJournal(o.journalDir, handler, this.log.child({ component: 'journal' }));
-      if (r.replayed || r.failed) this.log.info('del journal replayed', r);
-    } catch (e) {
-      this.log.warn('del journal replay failed', { error: castError(e).message });
-    }
+    const replay = async () => {
+      try {
+        const r = await replayJournal(o.journalDir, handler, this.log.child({ component: 'journal' }));
+        if (r.replayed || r.failed) this.log.info('del journal replayed', r);
+      } catch (e) {
+        this.log.warn('del journal replay failed', { error: castError(e).message });
+      }
+    };
+    await replay();
+    // Entries that failed (controller down) stay in the journal: retry them on the resync period.
+    this.journalTimer = setInterval(() => { if (!this.stopping) void replay(); }, o.resyncMs ?? 10_000);
+    this.journalTimer.unref();
   }
 
   /** What the kernel should hold now; undefined until the pool is known. */
@@ -186,6 +199,7 @@ export class Agent {
   async stop(o: { revoke?: boolean } = {}): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    if (this.journalTimer) clearInterval(this.journalTimer);
     await this.cni?.close().catch(() => undefined);
     await this.reconciler?.stop();
     await this.source?.close();
@@ -193,6 +207,7 @@ export class Agent {
     this.controller?.close();
     this.etcd?.close();
     this.netlink?.socket.close();
+    this.cniNetlink?.socket.close();
     this.log.info('agent stopped', { revoked: !!o.revoke });
   }
 }

@@ -106,6 +106,13 @@ export function desiredState(input: DesiredInput): Desired {
  * A stable, locally administered unicast MAC for a host's VTEP, so a
  * restarted agent re-registers the same address and peers' FDB stays right.
  */
+/**
+ * berth0's MAC, the same on every host. A bridge without an explicit address
+ * inherits one of its ports' MACs and changes it when that port goes away,
+ * which leaves every local pod's cached gateway MAC pointing nowhere.
+ */
+export const GATEWAY_MAC = '0e:be:00:00:00:01';
+
 export function vtepMacFor(hostName: string): string {
   let h = 0x811c9dc5; // FNV-1a, 32 bits
   for (const c of Buffer.from(hostName)) h = Math.imul(h ^ c, 0x01000193) >>> 0;

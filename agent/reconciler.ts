@@ -58,6 +58,12 @@ export async function ensureDevices(sock: Netlink, d: DeviceSpec): Promise<void>
 export function ensureSysctls(devices: DeviceSpec): void {
   writeSysctl(undefined, 'net/ipv4/ip_forward', '1');
   for (const dev of [devices.bridge.name, devices.vxlan.name]) writeSysctl(undefined, `net/ipv4/conf/${dev}/rp_filter`, '2');
+  // Two local pods talk through berth0 (in and out of the same device), so the
+  // kernel would tell the sender to go direct with an ICMP redirect. The pod
+  // caches that, and when the peer's address moves to another host the cached
+  // redirect blackholes it. The kernel ORs "all" with the device: clear both.
+  writeSysctl(undefined, 'net/ipv4/conf/all/send_redirects', '0');
+  writeSysctl(undefined, `net/ipv4/conf/${devices.bridge.name}/send_redirects`, '0');
 }
 
 export class Reconciler {

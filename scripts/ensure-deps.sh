@@ -24,4 +24,5 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-npm run --silent build
+# Tests that run the demo script set this: the suite already built dist/.
+if [ "${BERTH_SKIP_BUILD:-0}" != 1 ]; then npm run --silent build; fi

@@ -22,8 +22,8 @@ import type { AgentRequest } from '../../common/agent-protocol';
 import type { ReleaseResponse } from '../../common/api';
 import { castError, type BerthError } from '../../common/errors';
 import { tryIdentityFor } from '../identity';
-import { detachPod } from '../kernel/pod';
-import { deleteRoute, linkIndex } from '../kernel/routes';
+import { detachPod, hostLinkIndex } from '../kernel/pod';
+import { deleteRoute } from '../kernel/routes';
 import { BRIDGE_NAME } from '../desired';
 import { findBoundLease, identityKey, type Ctx } from './shared';
 
@@ -47,7 +47,7 @@ async function releaseAndUnroute(ctx: Ctx, req: AgentRequest, by: { identity?: s
   if (r.outcome === 'released' && r.lease) {
     // Ours until a moment ago and now held by nobody: the route can go now
     // rather than at the reconciler's next pass.
-    await deleteRoute(ctx.deps.hostNetlink, await linkIndex(ctx.deps.hostNetlink), { dst: `${r.lease.ip}/32`, dev: BRIDGE_NAME });
+    await deleteRoute(ctx.deps.hostNetlink, await hostLinkIndex(ctx.deps.hostNetlink, BRIDGE_NAME), { dst: `${r.lease.ip}/32`, dev: BRIDGE_NAME });
   }
   return r;
 }
@@ -56,14 +56,23 @@ export async function del(ctx: Ctx, req: AgentRequest): Promise<void> {
   const { deps } = ctx;
   let outcome: ReleaseResponse | undefined;
   let failure: BerthError | undefined;
-  try {
-    outcome = await release(ctx, req);
-  } catch (e) {
-    const err = castError(e);
+  // The release (controller round trip, then the host route on berth0) and
+  // the veth removal touch nothing of each other's, so they run together:
+  // deleting a veth waits out an RCU grace period in the kernel (~15 ms), as
+  // long as the round trip. The attachment lock (cni-handlers.ts) is held
+  // throughout, and the veth goes even when the release fails.
+  // The veth is named after (containerId, ifName): removing it never touches another container.
+  const [rel, det] = await Promise.allSettled([
+    release(ctx, req),
+    detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName }),
+  ]);
+  if (rel.status === 'fulfilled') {
+    outcome = rel.value;
+  } else {
+    const err = castError(rel.reason);
     if (!NOTHING_TO_RELEASE.has(err.kind)) failure = err;
   }
-  // The veth is named after (containerId, ifName): removing it never touches another container.
-  await detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName });
+  if (det.status === 'rejected') throw det.reason;
   deps.markDirty();
   deps.log.info('DEL', { containerId: req.containerId, ifName: req.ifName, outcome: outcome?.outcome, ip: outcome?.lease?.ip, error: failure?.kind });
   if (failure) throw failure;

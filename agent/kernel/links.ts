@@ -5,10 +5,10 @@
  */
 import type { rt } from 'netlink';
 import { BerthError } from '../../common/errors';
+import { GATEWAY_MAC } from '../desired';
 import {
   AF_INET, CREATE_EXCL, REPLACE, VXLAN, cidr4, ip4, ip4text, isErrno, linkinfo, mac, mactext, nl, nlGone,
-  parseLinkinfo, vethPeer, vxlanData, type Netlink,
-} from './nl';
+  parseLinkinfo, vethPeer, vxlanData, type Netlink, dump } from './nl';
 
 export interface LinkInfo {
   index: number;
@@ -37,7 +37,7 @@ function toInfo(m: rt.LinkMessage): LinkInfo {
 }
 
 export async function listLinks(sock: Netlink): Promise<LinkInfo[]> {
-  return (await nl('list links', sock.getLinks())).map(toInfo);
+  return (await dump(sock, 'list links', () => sock.getLinks())).map(toInfo);
 }
 
 export async function getLink(sock: Netlink, name: string): Promise<LinkInfo | undefined> {
@@ -91,7 +91,7 @@ async function createOrGet(sock: Netlink, name: string, kind: string, create: ()
 // --- addresses -----------------------------------------------------------------
 
 export async function listAddresses(sock: Netlink, index?: number): Promise<{ index: number; cidr: string }[]> {
-  const all = await nl('list addresses', sock.getAddresses({ family: AF_INET }));
+  const all = await dump(sock, 'list addresses', () => sock.getAddresses({ family: AF_INET }));
   return all
     .filter((a) => a.data.family === AF_INET && (index === undefined || a.data.index === index))
     .map((a) => ({ index: a.data.index!, cidr: `${ip4text(a.attrs.local ?? a.attrs.address)}/${a.data.prefixlen}` }));
@@ -119,13 +119,15 @@ export interface BridgeSpec {
   /** e.g. "198.18.0.1/32": the pool gateway, the same on every host. */
   address: string;
   mtu: number;
+  /** Fixed MAC; defaults to GATEWAY_MAC. */
+  mac?: string;
 }
 
 export async function ensureBridge(sock: Netlink, b: BridgeSpec): Promise<LinkInfo> {
   const l = await createOrGet(sock, b.name, 'bridge', () =>
     sock.newLink({}, { ifname: b.name, mtu: b.mtu, linkinfo: linkinfo('bridge') }, CREATE_EXCL),
   );
-  await setLinkAttrs(sock, l, { mtu: b.mtu });
+  await setLinkAttrs(sock, l, { mtu: b.mtu, mac: b.mac ?? GATEWAY_MAC });
   await ensureAddress(sock, l.index, b.address);
   await setUp(sock, l);
   return l;

@@ -53,6 +53,20 @@ export async function nl<T>(op: string, p: Promise<T>): Promise<T> {
   }
 }
 
+const dumpQueues = new WeakMap<object, Promise<unknown>>();
+
+/**
+ * A dump (list) request. The kernel runs one dump at a time per netlink
+ * socket and refuses a second with EBUSY, and one agent socket serves the
+ * reconcile loop and every concurrent CNI request, so dumps queue per socket.
+ */
+export function dump<T>(sock: object, op: string, start: () => Promise<T>): Promise<T> {
+  const prev = dumpQueues.get(sock) ?? Promise.resolve();
+  const run = prev.then(() => nl(op, start()), () => nl(op, start()));
+  dumpQueues.set(sock, run.catch(() => undefined));
+  return run;
+}
+
 /** Like nl(), but "already gone" counts as success (DEL must be idempotent). */
 export async function nlGone(op: string, p: Promise<unknown>): Promise<void> {
   try {

@@ -16,7 +16,7 @@ import { BerthError } from '../../common/errors';
 import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, vethNameFor } from './links';
 import { openNetnsFd, withNetns } from './netns';
 import type { Netlink } from './nl';
-import { deleteRoute, linkIndex, replaceRoute } from './routes';
+import { deleteNeigh, deleteRoute, linkIndex, replaceRoute, type LinkIndex } from './routes';
 import * as fs from 'node:fs';
 
 export interface AttachSpec {
@@ -69,6 +69,17 @@ async function intactPair(host: Netlink, hostVeth: string, s: AttachSpec): Promi
   }
 }
 
+/**
+ * name -> index for the one link a host route needs, by RTM_GETLINK rather
+ * than a full link dump. The agent's host socket is shared with the
+ * reconciler and with concurrent CNI requests, and a socket runs one dump at
+ * a time: a second one fails with EBUSY. So the CNI path never dumps on it.
+ */
+export async function hostLinkIndex(host: Netlink, name: string): Promise<LinkIndex> {
+  const l = await getLink(host, name);
+  return new Map(l ? [[name, l.index]] : []);
+}
+
 /** rtm_protocol for routes inside the pod: RTPROT_BOOT, as `ip route add` uses. */
 const POD_ROUTE_PROTO = 3;
 
@@ -105,7 +116,10 @@ export async function attachPod(host: Netlink, s: AttachSpec): Promise<Attachmen
     if (!hv) throw new BerthError('KernelError', hostVeth, 'host veth vanished');
     await setLinkAttrs(host, hv, { master: bridge.index, mtu: s.mtu });
     await setUp(host, hv);
-    await replaceRoute(host, await linkIndex(host), { dst: `${s.ip}/32`, dev: bridgeName });
+    const bridgeIndex: LinkIndex = new Map([[bridgeName, bridge.index]]);
+    await replaceRoute(host, bridgeIndex, { dst: `${s.ip}/32`, dev: bridgeName });
+    // A restarted pod keeps its IP but not its MAC: drop the host's cached one.
+    await deleteNeigh(host, bridgeIndex, { ip: s.ip, dev: bridgeName, mac: '' });
     return { hostVeth, hostMac: hv.mac!, mac, sandbox: s.netns, reused };
   } catch (e) {
     await deleteLink(host, hostVeth).catch(() => undefined);
@@ -116,6 +130,11 @@ export async function attachPod(host: Netlink, s: AttachSpec): Promise<Attachmen
 /** Removes the veth (and with it the pod side) and the host route; idempotent. */
 export async function detachPod(host: Netlink, s: { containerId: string; ifName: string; ip?: string; bridge?: string }) {
   await deleteLink(host, vethNameFor(s.containerId, s.ifName));
-  if (s.ip) await deleteRoute(host, await linkIndex(host), { dst: `${s.ip}/32`, dev: s.bridge ?? BRIDGE_NAME });
+  if (s.ip) {
+    const dev = s.bridge ?? BRIDGE_NAME;
+    const links = await hostLinkIndex(host, dev);
+    await deleteRoute(host, links, { dst: `${s.ip}/32`, dev });
+    await deleteNeigh(host, links, { ip: s.ip, dev, mac: '' });
+  }
 }
 

@@ -7,14 +7,13 @@
 import type { FdbSpec, NeighSpec, RouteSpec } from '../plan';
 import {
   AF_BRIDGE, AF_INET, BERTH_RT_PROTO, REPLACE, RTNH_F_ONLINK, RT_TABLE_MAIN, cidr4, ip4, ip4text, mac, mactext, nl, nlGone,
-  type Netlink,
-} from './nl';
+  type Netlink, dump } from './nl';
 
 /** name -> index, the resolution every write needs. */
 export type LinkIndex = Map<string, number>;
 
 export async function linkIndex(sock: Netlink): Promise<LinkIndex> {
-  const links = await nl('list links', sock.getLinks());
+  const links = await dump(sock, 'list links', () => sock.getLinks());
   return new Map(links.map((l) => [l.attrs.ifname ?? '', l.data.index!]));
 }
 
@@ -73,7 +72,7 @@ export async function deleteRoute(sock: Netlink, links: LinkIndex, r: RouteSpec,
 export async function listRoutes(sock: Netlink, o: { protocol?: number | 'any'; dev?: string } = {}): Promise<RouteSpec[]> {
   // Sequential on purpose: a netlink socket runs one dump at a time (EBUSY).
   const links = await linkIndex(sock);
-  const all = await nl('list routes', sock.getRoutes({ family: AF_INET }));
+  const all = await dump(sock, 'list routes', () => sock.getRoutes({ family: AF_INET }));
   const names = new Map([...links].map(([n, i]) => [i, n]));
   const proto = o.protocol ?? BERTH_RT_PROTO;
   const out: RouteSpec[] = [];
@@ -117,7 +116,7 @@ export async function listNeighs(sock: Netlink, dev: string): Promise<NeighSpec[
   const links = await linkIndex(sock);
   const index = links.get(dev);
   if (index === undefined) return [];
-  const all = await nl('list neighbours', sock.getNeighbors({ family: AF_INET }));
+  const all = await dump(sock, 'list neighbours', () => sock.getNeighbors({ family: AF_INET }));
   return all
     .filter((n) => n.data.family === AF_INET && n.data.ifindex === index && n.data.state?.permanent)
     .map((n) => ({ dev, ip: ip4text(n.attrs.dst)!, mac: mactext(n.attrs.lladdr)! }))
@@ -154,7 +153,7 @@ export async function listFdbs(sock: Netlink, dev: string): Promise<FdbSpec[]> {
   const links = await linkIndex(sock);
   const index = links.get(dev);
   if (index === undefined) return [];
-  const all = await nl('list fdb', sock.getNeighbors({ family: AF_BRIDGE }));
+  const all = await dump(sock, 'list fdb', () => sock.getNeighbors({ family: AF_BRIDGE }));
   return all
     .filter((n) => n.data.ifindex === index && n.attrs.dst && n.attrs.lladdr)
     .map((n) => ({ dev, mac: mactext(n.attrs.lladdr)!, dst: ip4text(n.attrs.dst)! }))

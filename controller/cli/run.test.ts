@@ -46,7 +46,7 @@ test('usage errors: one line, exit 2, nothing on stdout', async (t) => {
     [['leases', 'ls', '--state', 'gone'], "berthctl: option '--state <state>' argument 'gone' is invalid. Allowed choices are bound, held, pinned."],
     [['leases', 'history', 'x', '--limit', '0'], "berthctl: option '--limit <n>' argument '0' is invalid. expected a positive integer"],
     [['leases', 'pin', 'x', '--pool', 'p', '--ip', '1.2.3'], "berthctl: option '--ip <ip>' argument '1.2.3' is invalid. not an IP address"],
-    [['pools', 'ls', '--controller', 'ftp://x'], 'berthctl: controller URL must be http(s)://host:port: ftp://x'],
+    [['pools', 'ls', '--controller', 'ftp://x'], 'berthctl: controller URL must be http(s)://host:port or unix:///path: ftp://x'],
   ] as [string[], string][]) {
     const r = await cli(argv);
     t.is(r.code, 2, argv.join(' '));

@@ -55,9 +55,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
     ctx = { controller: url, tokenGiven: tokenFile !== undefined };
     try {
       const u = new URL(url);
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
+      const unixOk = u.protocol === 'unix:' && url.length > 'unix://'.length;
+      if (u.protocol !== 'http:' && u.protocol !== 'https:' && !unixOk) throw new Error('not http(s) or unix');
     } catch {
-      throw new BerthError('InvalidConfig', url, 'controller URL must be http(s)://host:port');
+      throw new BerthError('InvalidConfig', url, 'controller URL must be http(s)://host:port or unix:///path');
     }
     client = new ControllerClient({ url, token: tokenFile === undefined ? undefined : readToken(tokenFile) });
     return client;

@@ -1,0 +1,260 @@
+/**
+ * CNI plugin latency and throughput, against a reference, in one run:
+ *
+ *   1. floor       `node -e 0`, sequential (what any Node plugin pays to exist)
+ *   2. berth       dist/bin/berth ADD then DEL, one fresh pod netns per pod,
+ *                  against a real agent (startCluster, 1 simulated host),
+ *                  exec'd directly as a runtime does (env + conf on stdin)
+ *   3. reference   Debian's /usr/lib/cni/bridge + host-local IPAM, exec'd via
+ *                  `ip netns exec <scratch host ns>` so its bridge lands in a
+ *                  simulated host; `ip netns exec <ns> true` is timed too and
+ *                  reported as the overhead the reference pays, with the
+ *                  reference figures minus that overhead
+ *   4. pods/s      8-way concurrency, 80 pods each: ADD all, then DEL all
+ *
+ * Pod namespaces are made with `ip netns add` outside the timed region and
+ * deleted after their DEL. Every child runs without NODE_EXTRA_CA_CERTS.
+ * Figures only; the three target ratios are printed, nothing is asserted.
+ *
+ *   BENCH_CNI_N (40), BENCH_CNI_FLOOR_N (30), BENCH_CNI_PAR_PODS (80), BENCH_CNI_PAR (8),
+ *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { startCluster, type Cluster } from '../test/harness/cluster';
+import { randomTag } from '../test/harness/netns';
+
+const N = Number(process.env.BENCH_CNI_N ?? 40);
+const FLOOR_N = Number(process.env.BENCH_CNI_FLOOR_N ?? 30);
+const PAR_PODS = Number(process.env.BENCH_CNI_PAR_PODS ?? 80);
+const PAR = Number(process.env.BENCH_CNI_PAR ?? 8);
+const WARMUP = 3;
+
+/** dist/bench/cni.js -> dist/bin/berth, unless BENCH_CNI_PLUGIN names another build */
+const BERTH = process.env.BENCH_CNI_PLUGIN ?? resolve(__dirname, '../bin/berth');
+const CNI_DIR = '/usr/lib/cni';
+const BRIDGE = `${CNI_DIR}/bridge`;
+const REF_SUBNET = '198.18.200.0/22';
+
+// ---------------------------------------------------------------- processes
+
+interface Run { ms: number; code: number | null; stdout: string; stderr: string }
+
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+  // Explicitly never NODE_EXTRA_CA_CERTS: real nodes don't set it (~80 ms per node start).
+  return env;
+}
+
+/** Spawns cmd, feeds stdin, times spawn -> close. */
+function timed(cmd: string, args: string[], env: Record<string, string>, stdin = ''): Promise<Run> {
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', rej);
+    child.on('close', (code) => res({ ms: performance.now() - t0, code, stdout, stderr }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(stdin);
+  });
+}
+
+function must(r: Run, what: string): Run {
+  if (r.code !== 0) throw new Error(`${what} exited ${r.code}: ${r.stdout}${r.stderr}`);
+  return r;
+}
+
+// ---------------------------------------------------------------- namespaces
+
+const prefix = `bthb-${randomTag()}`;
+const namespaces = new Set<string>();
+
+function nsAdd(label: string): { name: string; path: string } {
+  const name = `${prefix}-${label}-${randomTag(3)}`;
+  execFileSync('ip', ['netns', 'add', name], { stdio: 'ignore' });
+  namespaces.add(name);
+  return { name, path: `/run/netns/${name}` };
+}
+
+function nsDel(name: string): void {
+  try { execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' }); } catch { /* gone */ }
+  namespaces.delete(name);
+}
+
+function nsCleanup(): void {
+  for (const n of [...namespaces]) nsDel(n);
+}
+
+// ---------------------------------------------------------------- stats
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+interface Stat { p50: number; p95: number; n: number }
+function stat(xs: number[]): Stat {
+  const s = [...xs].sort((a, b) => a - b);
+  return { p50: pct(s, 50), p95: pct(s, 95), n: s.length };
+}
+
+async function pool<T>(items: T[], width: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
+    while (i < items.length) await fn(items[i++]);
+  }));
+}
+
+// ---------------------------------------------------------------- subjects
+
+/** One CNI plugin under test: how to run a verb for one pod. */
+interface Subject {
+  name: string;
+  run(verb: 'ADD' | 'DEL', cid: string, netns: string): Promise<Run>;
+}
+
+function cniEnv(verb: string, cid: string, netns: string): Record<string, string> {
+  return {
+    ...baseEnv(),
+    CNI_COMMAND: verb, CNI_CONTAINERID: cid, CNI_NETNS: netns, CNI_IFNAME: 'eth0',
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=${cid}`, CNI_PATH: CNI_DIR,
+  };
+}
+
+function berthSubject(c: Cluster): Subject {
+  const conf = JSON.stringify({
+    cniVersion: '1.0.0', name: 'berth-net', type: 'berth', pool: c.pool.name, agentSocket: c.hosts[0].socket,
+    journalDir: join(c.dir, 'plugin-journal'),
+  });
+  return { name: 'berth', run: (verb, cid, netns) => timed(BERTH, [], cniEnv(verb, cid, netns), conf) };
+}
+
+function bridgeSubject(hostNs: string, dataDir: string): Subject {
+  const conf = JSON.stringify({
+    cniVersion: '1.0.0', name: 'ref-net', type: 'bridge', bridge: 'cniref0', isGateway: true, ipMasq: false, mtu: 1450,
+    ipam: { type: 'host-local', ranges: [[{ subnet: REF_SUBNET }]], routes: [{ dst: '0.0.0.0/0' }], dataDir },
+  });
+  return { name: 'reference', run: (verb, cid, netns) => timed('ip', ['netns', 'exec', hostNs, BRIDGE], cniEnv(verb, cid, netns), conf) };
+}
+
+interface Seq { add: number[]; del: number[] }
+
+/** Sequential ADD then DEL per pod; the netns is made and deleted outside the clock. */
+async function sequential(s: Subject, n: number, tag: string): Promise<Seq> {
+  const out: Seq = { add: [], del: [] };
+  for (let i = 0; i < WARMUP + n; i++) {
+    const cid = `${tag}-s${i}`;
+    const ns = nsAdd(`${tag}${i}`);
+    const a = must(await s.run('ADD', cid, ns.path), `${s.name} ADD ${cid}`);
+    const d = must(await s.run('DEL', cid, ns.path), `${s.name} DEL ${cid}`);
+    nsDel(ns.name);
+    if (i >= WARMUP) { out.add.push(a.ms); out.del.push(d.ms); }
+  }
+  return out;
+}
+
+interface Par { addPerS: number; totalPerS: number; addMs: number; delMs: number }
+
+async function parallel(s: Subject, pods: number, width: number, tag: string): Promise<Par> {
+  const list = Array.from({ length: pods }, (_, i) => ({ cid: `${tag}-p${i}`, ns: nsAdd(`${tag}p${i}`) }));
+  try {
+    const t0 = performance.now();
+    await pool(list, width, async (p) => { must(await s.run('ADD', p.cid, p.ns.path), `${s.name} ADD ${p.cid}`); });
+    const t1 = performance.now();
+    await pool(list, width, async (p) => { must(await s.run('DEL', p.cid, p.ns.path), `${s.name} DEL ${p.cid}`); });
+    const t2 = performance.now();
+    return { addPerS: pods / ((t1 - t0) / 1000), totalPerS: pods / ((t2 - t0) / 1000), addMs: t1 - t0, delMs: t2 - t1 };
+  } finally {
+    for (const p of list) nsDel(p.ns.name);
+  }
+}
+
+async function times(cmd: string, args: string[], n: number): Promise<number[]> {
+  const xs: number[] = [];
+  for (let i = 0; i < WARMUP + n; i++) {
+    const r = must(await timed(cmd, args, baseEnv()), [cmd, ...args].join(' '));
+    if (i >= WARMUP) xs.push(r.ms);
+  }
+  return xs;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  delete process.env.NODE_EXTRA_CA_CERTS; // the agents inherit process.env
+  if (!existsSync(BERTH)) throw new Error(`${BERTH} missing: npm run build`);
+  if (!existsSync(BRIDGE) || !existsSync(`${CNI_DIR}/host-local`)) throw new Error(`${BRIDGE} or host-local missing: apt-get install containernetworking-plugins`);
+  const started = performance.now();
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bench-cni-'));
+  let c: Cluster | undefined;
+  const onSignal = () => { void cleanup().finally(() => process.exit(130)); };
+  const cleanup = async () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await c?.teardown().catch(() => undefined);
+    nsCleanup();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    c = await startCluster({ hosts: 1, poolCidr: '198.18.64.0/18', agentEnv: { BERTH_LOG_LEVEL: 'warn' } });
+    const refHost = nsAdd('refhost');
+    execFileSync('ip', ['netns', 'exec', refHost.name, 'ip', 'link', 'set', 'lo', 'up'], { stdio: 'ignore' });
+    const berth = berthSubject(c);
+    const ref = bridgeSubject(refHost.name, join(dir, 'host-local'));
+
+    const fl = stat(await times(process.execPath, ['-e', '0'], FLOOR_N));
+    const nsxRaw = stat(await times('ip', ['netns', 'exec', refHost.name, 'true'], FLOOR_N));
+    const bare = stat(await times('true', [], FLOOR_N));
+    // What `ip netns exec` adds on top of spawning the plugin itself (setns, mount ns, /sys remount).
+    const nsx: Stat = { p50: nsxRaw.p50 - bare.p50, p95: nsxRaw.p95 - bare.p50, n: nsxRaw.n };
+    const bs = await sequential(berth, N, 'b');
+    const rs = await sequential(ref, N, 'r');
+    const bp = await parallel(berth, PAR_PODS, PAR, 'b');
+    const rp = await parallel(ref, PAR_PODS, PAR, 'r');
+
+    const bAdd = stat(bs.add), bDel = stat(bs.del), rAdd = stat(rs.add), rDel = stat(rs.del);
+    const sub = (x: Stat): Stat => ({ p50: x.p50 - nsx.p50, p95: x.p95 - nsx.p50, n: x.n });
+    const f = (x: number) => `${x.toFixed(1)}`.padStart(7);
+    const row = (name: string, x: Stat) => console.log(`  ${name.padEnd(44)}${f(x.p50)}${f(x.p95)}   ${String(x.n).padStart(3)}`);
+    console.log(`cni bench: node ${process.version}, sequential N=${N} (floor N=${FLOOR_N}), ${WARMUP} warm-up runs dropped, fresh pod netns each`);
+    console.log(`  ${'sequential latency (ms)'.padEnd(44)}${'p50'.padStart(7)}${'p95'.padStart(7)}     n`);
+    row('node -e 0 (floor)', fl);
+    row('berth ADD', bAdd);
+    row('berth DEL', bDel);
+    row('true (bare spawn)', bare);
+    row('ip netns exec <host> true', nsxRaw);
+    row('= ref exec overhead (minus bare spawn)', nsx);
+    row('reference bridge+host-local ADD', rAdd);
+    row('reference bridge+host-local DEL', rDel);
+    row('reference ADD - exec overhead', sub(rAdd));
+    row('reference DEL - exec overhead', sub(rDel));
+    const g = (x: number) => x.toFixed(1).padStart(8);
+    console.log(`  ${`${PAR}-way, ${PAR_PODS} pods: ADD all then DEL all`.padEnd(44)}${'ADD/s'.padStart(8)}${'ADD+DEL/s'.padStart(10)}${'ADD ms'.padStart(8)}${'DEL ms'.padStart(8)}`);
+    for (const [name, p] of [['berth', bp], ['reference', rp]] as const) {
+      console.log(`  ${name.padEnd(44)}${g(p.addPerS)}${g(p.totalPerS).padStart(10)}${p.addMs.toFixed(0).padStart(8)}${p.delMs.toFixed(0).padStart(8)}`);
+    }
+    const r1 = bAdd.p50 / fl.p50;
+    const r2 = bDel.p50 / rDel.p50;
+    const r2x = bDel.p50 / sub(rDel).p50;
+    const r3 = bp.totalPerS / rp.totalPerS;
+    const r3a = bp.addPerS / rp.addPerS;
+    const ok = (b: boolean) => (b ? 'met' : 'MISSED');
+    console.log('targets:');
+    console.log(`  berth ADD p50 / node -e 0 p50          ${r1.toFixed(2)}   (target <= 1.4: ${ok(r1 <= 1.4)})`);
+    console.log(`  berth DEL p50 / reference DEL p50      ${r2.toFixed(2)}   (target <= 1.0: ${ok(r2 <= 1.0)}; vs reference minus exec overhead: ${r2x.toFixed(2)})`);
+    console.log(`  berth pods/s / reference pods/s (${PAR}-way) ${r3.toFixed(2)}   (target >= 0.8: ${ok(r3 >= 0.8)}; ADD-only: ${r3a.toFixed(2)})`);
+    console.log(`  (whole bench ${((performance.now() - started) / 1000).toFixed(0)} s)`);
+  } finally {
+    await cleanup();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
