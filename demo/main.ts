@@ -73,7 +73,7 @@ async function main(): Promise<number> {
     cluster = await startCluster({ hosts: o.hosts, poolCidr: POOL_CIDR, hold: 3600 });
     const c = cluster;
     for (const h of c.hosts) say(`   host ${h.name}: underlay ${h.sim.underlayIp}, agent pid ${h.pid}`);
-    record({ step: 'cluster', ok: true, hosts: c.hosts.map((h) => ({ name: h.name, underlayIp: h.sim.underlayIp })) });
+    record({ step: 'cluster', ok: true, namespacePrefix: `bth-${c.lab.id}-`, dir: c.dir, hosts: c.hosts.map((h) => ({ name: h.name, underlayIp: h.sim.underlayIp })) });
 
     // Install the plugin as a node would: a CNI bin dir and, per host, a conf dir.
     const binDir = join(c.dir, 'opt/cni/bin');

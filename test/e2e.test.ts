@@ -8,7 +8,7 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniRuntime, type Attachment } from '../demo/runtime';
@@ -95,8 +95,6 @@ test('stable IPs across restart and move, all host pairs connected, history matc
 });
 
 test('the README demo command runs the whole story and leaves nothing behind', async (t) => {
-  const before = new Set(readdirSync(tmpdir()).filter((n) => n.startsWith('berth-')));
-  const nsBefore = new Set(ip('netns', 'list').split('\n').map((l) => l.split(' ')[0]));
   const run = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
     const child = spawn('bash', [join(ROOT, 'scripts/demo.sh'), '--hosts', '2', '--pods', '1', '--json'], {
       env: { ...process.env, BERTH_SKIP_BUILD: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
@@ -113,8 +111,11 @@ test('the README demo command runs the whole story and leaves nothing behind', a
   t.true(report.steps.every((s: { ok: boolean }) => s.ok));
   const restart = report.steps.find((s: { step: string }) => s.step === 'restart');
   t.is(restart.before, restart.after);
-  const nsAfter = ip('netns', 'list').split('\n').map((l) => l.split(' ')[0]).filter((n) => n && !nsBefore.has(n) && n.startsWith('bth-'));
-  t.deepEqual(nsAfter, [], 'the demo removed its namespaces');
-  const leftDirs = readdirSync(tmpdir()).filter((n) => n.startsWith('berth-cluster-') && !before.has(n));
-  t.deepEqual(leftDirs, [], 'the demo removed its temp dir');
+  // Other test files run at the same time, so look only at what this demo made.
+  const cluster = report.steps[0];
+  t.regex(cluster.namespacePrefix, /^bth-[0-9a-f]+-$/);
+  const leftNs = ip('netns', 'list').split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(cluster.namespacePrefix));
+  t.deepEqual(leftNs, [], 'the demo removed its namespaces');
+  t.false(existsSync(cluster.dir), 'the demo removed its temp dir');
+  t.true(cluster.dir.startsWith(tmpdir()));
 });
