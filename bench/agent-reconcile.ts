@@ -15,7 +15,7 @@ import { Lab, UNDERLAY_MTU } from '../test/harness/netns';
 
 const ENDPOINTS = Number(process.env.BENCH_ENDPOINTS ?? 10_000);
 const HOSTS = 100;
-const pool = { name: 'bench', cidr: '10.64.0.0/14', gateway: '10.64.0.1' };
+const pool = { name: 'bench', cidr: '198.18.0.0/16', gateway: '198.18.0.1' };
 
 function synth(): { hosts: Host[]; leases: LeaseView[] } {
   const hosts: Host[] = [{ name: 'self', underlayIp: '198.19.0.11', vtepMac: vtepMacFor('self'), vni: 4242, pool: pool.name, registeredAt: '' }];
@@ -24,7 +24,7 @@ function synth(): { hosts: Host[]; leases: LeaseView[] } {
   }
   const leases: LeaseView[] = [];
   for (let i = 0; i < ENDPOINTS; i++) {
-    const n = 0x0a400002 + i; // 10.64.0.2 upwards
+    const n = 0xc6120002 + i; // 198.18.0.2 upwards
     const ip = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
     leases.push({
       pool: pool.name, ip, identity: `pod-${i}`, state: 'bound', pinned: false,

@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     await c.waitConverged();
     // Hand-built VXLAN between the same host namespaces, same MTU as the overlay.
     const mtu = String(overlayMtu(UNDERLAY_MTU));
-    for (const [h, peer, addr] of [[a, b, '10.99.0.1/24'], [b, a, '10.99.0.2/24']] as const) {
+    for (const [h, peer, addr] of [[a, b, '198.18.250.1/24'], [b, a, '198.18.250.2/24']] as const) {
       nsExec(h.sim, 'ip', 'link', 'add', 'hand.vx', 'type', 'vxlan', 'id', '99', 'local', h.sim.underlayIp, 'remote', peer.sim.underlayIp, 'dstport', '4790', 'nolearning');
       nsExec(h.sim, 'ip', 'link', 'set', 'hand.vx', 'mtu', mtu, 'up');
       nsExec(h.sim, 'ip', 'addr', 'add', addr, 'dev', 'hand.vx');
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     let port = 5301;
     for (let r = 0; r < ROUNDS; r++) {
       runs.underlay.push(await iperf(b.sim, b.sim.underlayIp, a.sim, port++));
-      runs['hand VXLAN'].push(await iperf(b.sim, '10.99.0.2', a.sim, port++));
+      runs['hand VXLAN'].push(await iperf(b.sim, '198.18.250.2', a.sim, port++));
       runs.overlay.push(await iperf(pb.ns, pb.ip, pa.ns, port++));
     }
     const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
