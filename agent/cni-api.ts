@@ -14,8 +14,14 @@ export interface CniDeps {
   /** This host's name, as registered in etcd. */
   host: string;
   controller: ControllerClient;
-  /** A netlink socket in the host's network namespace (the agent's own). */
+  /** A netlink socket in the host's network namespace (the agent's own), shared by concurrent requests. */
   hostNetlink: Netlink;
+  /**
+   * Opens a fresh socket in the same namespace, for dumps. netlink 0.3.0 ends a
+   * multipart dump early when another request's reply interleaves on the same
+   * socket, so a dump must not share the socket concurrent requests use.
+   */
+  openHostNetlink(): Netlink;
   /** MTU for pod interfaces when the config sets none: underlay MTU - 50. */
   overlayMtu: number;
   /** Reachability of etcd, for STATUS. */

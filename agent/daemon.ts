@@ -139,6 +139,7 @@ export class Agent {
       host: o.host,
       controller: this.controller,
       hostNetlink: (this.cniNetlink = openNetlink()),
+      openHostNetlink: () => openNetlink(),
       overlayMtu: overlayMtu(this.underlay.mtu),
       etcdHealthy: async () => {
         try {

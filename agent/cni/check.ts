@@ -70,7 +70,8 @@ export async function check(ctx: Ctx, req: AgentRequest): Promise<void> {
     if (!hv.up) problems.push(`host veth ${hostVeth} is down`);
     if (!bridge || hv.master !== bridge.index) problems.push(`host veth ${hostVeth} is not on ${BRIDGE_NAME}`);
   }
-  const hostRoutes = await listRoutes(deps.hostNetlink, { dev: BRIDGE_NAME });
+  const dumpSock = deps.openHostNetlink();
+  const hostRoutes = await listRoutes(dumpSock, { dev: BRIDGE_NAME }).finally(() => dumpSock.socket.close());
   if (!hostRoutes.some((r) => r.dst === `${ip}/32` && !r.via)) problems.push(`host route ${ip}/32 dev ${BRIDGE_NAME} proto 190 is missing`);
 
   if (problems.length > 0) throw new BerthError('CheckFailed', problems.join('; '));
