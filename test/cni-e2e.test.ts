@@ -7,12 +7,11 @@
  * namespace. After DEL nothing of the container may remain there.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { silentLogger } from '../common/log';
 import { startController, type RunningController } from '../controller/app';
 import { warmThreadPool } from '../agent/kernel/netns';
-import { BIN, ensureBundle, type ExecResult } from '../cni/testing/exec';
+import { BIN, ensureBundle, execWithStdin, type ExecResult } from '../cni/testing/exec';
 import { startEtcd, type EtcdServer } from './harness/etcd';
 import { startSite, type Site } from './harness/cni-site';
 import { nsExec, type Netns } from './harness/netns';
@@ -46,20 +45,7 @@ function runIn(host: Netns, bin: string, e: Env, conf: object): Promise<ExecResu
     CNI_COMMAND: e.verb, CNI_CONTAINERID: e.cid, CNI_NETNS: e.pod.path, CNI_IFNAME: 'eth0',
     CNI_ARGS: `K8S_POD_NAMESPACE=web;K8S_POD_NAME=${e.cid}`, CNI_PATH: CNI_DIR,
   };
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', host.name, bin], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let json: unknown;
-      try { json = stdout.trim() ? JSON.parse(stdout) : undefined; } catch { json = undefined; }
-      resolve({ code, stdout, stderr, json });
-    });
-    child.stdin.end(JSON.stringify(conf));
-  });
+  return execWithStdin('ip', ['netns', 'exec', host.name, bin], env, conf);
 }
 
 const PORTMAP_V6_CHECK_BUG = /could not check ipv6 dnat/;

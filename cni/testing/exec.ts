@@ -35,8 +35,13 @@ export interface ExecResult {
 export function execPlugin(env: Record<string, string | undefined>, stdin: string | object): Promise<ExecResult> {
   const clean: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
   for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
+  return execWithStdin(BIN, [], clean, stdin);
+}
+
+/** Spawns cmd with exactly `env`, writes stdin, and collects stdout (parsed as JSON when it is). */
+export function execWithStdin(cmd: string, args: string[], env: Record<string, string>, stdin: string | object): Promise<ExecResult> {
   return new Promise((res, rej) => {
-    const child = spawn(BIN, [], { env: clean, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
