@@ -19,7 +19,8 @@
  *   BENCH_CNI_N (40), BENCH_CNI_FLOOR_N (30), BENCH_CNI_PAR_PODS (80), BENCH_CNI_PAR (8),
  *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { execWithStdin } from '../cni/testing/exec';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -49,19 +50,10 @@ function baseEnv(): Record<string, string> {
 }
 
 /** Spawns cmd, feeds stdin, times spawn -> close. */
-function timed(cmd: string, args: string[], env: Record<string, string>, stdin = ''): Promise<Run> {
-  return new Promise((res, rej) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', rej);
-    child.on('close', (code) => res({ ms: performance.now() - t0, code, stdout, stderr }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(stdin);
-  });
+async function timed(cmd: string, args: string[], env: Record<string, string>, stdin = ''): Promise<Run> {
+  const t0 = performance.now();
+  const r = await execWithStdin(cmd, args, env, stdin);
+  return { ms: performance.now() - t0, code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 function must(r: Run, what: string): Run {
