@@ -28,7 +28,7 @@ import { createCniHandler } from './cni-handlers';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { replayJournal } from './journal-replay';
-import { getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
+import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
 import { Registration } from './registration';
 import { EtcdSource } from './source';
@@ -202,6 +202,7 @@ export class Agent {
     this.stopping = true;
     if (this.journalTimer) clearInterval(this.journalTimer);
     await this.cni?.close().catch(() => undefined);
+    await drainReaping(); // veths DEL retired: finish deleting them
     await this.reconciler?.stop();
     await this.source?.close();
     await this.registration?.stop({ revoke: o.revoke });

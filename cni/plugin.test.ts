@@ -4,7 +4,7 @@
  * real process: timeouts, a full journal, stdin failures, stack hygiene.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
@@ -82,6 +82,18 @@ test('an agent timeout is 11 on ADD and journals on DEL', async (t) => {
   t.is(del.out, '');
   t.regex(del.err, /DEL journalled/);
   t.is((await readDelJournal(dir)).entries.length, 1);
+});
+
+test('by default CNI_NETNS must exist and not be a directory', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-plugin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'ns');
+  writeFileSync(file, '');
+  for (const [path, ok] of [[file, true], [dir, false], [join(dir, 'missing'), false], [join(file, 'below-a-file'), false]] as const) {
+    const r = await run(env('ADD', { CNI_NETNS: path }), conf(), async () => ({ ok: true, result: { ips: [{ address: '198.18.0.9/16' }] } }), { netnsExists: undefined });
+    t.is(r.code, ok ? 0 : 1, path);
+    if (!ok) t.is(r.json.code, 4, path);
+  }
 });
 
 test('DEL with the agent down and the journal full fails with 11 so the runtime retries', async (t) => {

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +39,15 @@ test('a repeated DEL for the same attachment replaces its entry', async (t) => {
   t.is((await readDelJournal(dir)).entries.length, 2);
   t.is(journalId(del('a')), journalId({ pool: 'p', containerId: 'a', ifName: 'eth0' }));
   t.not(journalId(del('a')), journalId(del('a', 'net1')));
+});
+
+test('an entry file is named by sha256(pool NUL containerId NUL ifName), as the agent expects', async (t) => {
+  const dir = tmp(t);
+  const want = `del-${createHash('sha256').update('p\0a\0eth0').digest('hex').slice(0, 32)}`;
+  t.is(journalId(del('a')), want);
+  const e = await appendDel(dir, del('a'));
+  t.is(e.id, want);
+  t.deepEqual(readdirSync(dir), [`${want}.json`]);
 });
 
 test('bounded: a full journal refuses new attachments with TryAgainLater but accepts repeats', async (t) => {

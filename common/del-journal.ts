@@ -21,7 +21,7 @@
  * (containerId, ifName) was ADDed again after that time, the entry is stale
  * and must be dropped, not applied.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import type * as Crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from './errors';
@@ -49,9 +49,17 @@ export interface JournalOptions {
   now?: () => Date;
 }
 
+/**
+ * node:crypto, loaded on first use: it costs ~3 ms of start-up, and the CNI
+ * plugin, which bundles this module, touches the journal only when the agent
+ * is down.
+ */
+let cryptoModule: typeof Crypto | undefined;
+const crypto = (): typeof Crypto => (cryptoModule ??= require('node:crypto') as typeof Crypto);
+
 /** Stable id of an attachment's entry: same pool+container+ifname, same file. */
 export function journalId(req: Pick<AgentRequest, 'pool' | 'containerId' | 'ifName'>): string {
-  const h = createHash('sha256').update(`${req.pool}\0${req.containerId}\0${req.ifName}`).digest('hex');
+  const h = crypto().createHash('sha256').update(`${req.pool}\0${req.containerId}\0${req.ifName}`).digest('hex');
   return `${PREFIX}${h.slice(0, 32)}`;
 }
 
@@ -94,7 +102,7 @@ export async function appendDel(dir: string, request: AgentRequest, opts: Journa
     throw new BerthError('TryAgainLater', `del-journal full: ${ids.length} entries in ${dir}`);
   }
   const final = join(dir, `${id}${SUFFIX}`);
-  const tmp = join(dir, `.${id}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dir, `.${id}.${process.pid}.${crypto().randomBytes(4).toString('hex')}.tmp`);
   try {
     const fh = await fs.open(tmp, 'wx', 0o600);
     try {

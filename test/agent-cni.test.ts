@@ -30,6 +30,7 @@ import { ensureBundle, execPlugin, type ExecResult } from '../cni/testing/exec';
 import { startEtcd, type EtcdServer } from './harness/etcd';
 import { startSite, type Site } from './harness/cni-site';
 import { nsExec, nsTry } from './harness/netns';
+import { eventually } from './harness/eventually';
 
 let etcd: EtcdServer;
 let ctl: RunningController;
@@ -62,6 +63,20 @@ function addressOf(r: ExecResult): string {
 }
 
 const hostVeths = (s: Site) => nsExec(s.host, 'ip', '-o', 'link', 'show', 'type', 'veth');
+
+/**
+ * DEL's contract for the veth: out of service when DEL answers (down, off
+ * the bridge), deleted shortly after in the background (agent/kernel/pod.ts).
+ */
+async function vethsRetiredThenGone(t: ExecutionContext, s: Site, msg?: string): Promise<void> {
+  for (const line of hostVeths(s).split('\n').filter((l) => /bth/.test(l))) {
+    t.notRegex(line, /master|[<,]UP[,>]/, `retired at once: ${line}`);
+  }
+  await eventually(() => {
+    if (/bth/.test(hostVeths(s))) throw new Error('a berth veth is still there');
+  }, { what: msg ?? 'veth deleted' });
+  t.pass(msg);
+}
 const hostRoutes = (s: Site) => nsExec(s.host, 'ip', 'route', 'show', 'proto', '190');
 
 async function leaseOf(s: Site, identity: string) {
@@ -100,7 +115,7 @@ for (const v of SUPPORTED_VERSIONS) {
 
     ok(t, await s.cni('DEL', cid, pod, { version: v, extra: { prevResult: add.json } }), 'DEL');
     ok(t, await s.cni('DEL', cid, pod, { version: v }), 'second DEL');
-    t.notRegex(hostVeths(s), /bth/);
+    await vethsRetiredThenGone(t, s);
     t.notRegex(hostRoutes(s), new RegExp(ip.replace(/\./g, '\\.')));
     t.false(nsTry(pod, 'ip', 'link', 'show', 'eth0'), 'the pod side went with the host side');
     t.like(await leaseOf(s, `k8s/web/${cid}`), { ip, state: 'held' });
@@ -126,7 +141,7 @@ test('the same identity gets its address back in a new container; DEL without CN
   // DEL from "another process": no args, netns already gone.
   ok(t, await s.cni('DEL', 'old', undefined, { args: '' }), 'DEL without args and netns');
   t.like(await leaseOf(s, 'k8s/db/db-0'), { state: 'held' });
-  t.notRegex(hostVeths(s), /bth/);
+  await vethsRetiredThenGone(t, s);
 
   const pod2 = s.lab.pod('p2');
   const second = await s.cni('ADD', 'new', pod2, { args: 'K8S_POD_NAMESPACE=db;K8S_POD_NAME=db-0' });
@@ -238,7 +253,7 @@ test('DEL with the agent down is journalled and replayJournal releases it; an AD
 
   t.deepEqual(await replayJournal(s.journalDir, s.handler, silentLogger), { replayed: 1, failed: 0 });
   t.like(await leaseOf(s, 'k8s/web/j1'), { state: 'held' });
-  t.notRegex(hostVeths(s), /bth/);
+  await vethsRetiredThenGone(t, s);
   t.is((await readDelJournal(s.journalDir)).entries.length, 0);
 
   // Same container id: DEL journalled, then ADD again through the agent. Replay must not undo it.
@@ -263,9 +278,28 @@ test('a failed replay keeps its entry for the next pass', async (t) => {
   const offline = createCniHandler({ ...s.deps, controller: dead });
   t.deepEqual(await replayJournal(s.journalDir, offline, silentLogger), { replayed: 0, failed: 1 });
   t.is((await readDelJournal(s.journalDir)).entries.length, 1);
-  t.notRegex(hostVeths(s), /bth/, 'the veth went even though the release could not');
+  await vethsRetiredThenGone(t, s, 'the veth went even though the release could not');
   t.deepEqual(await replayJournal(s.journalDir, s.handler, silentLogger), { replayed: 1, failed: 0 });
   t.like(await leaseOf(s, 'k8s/web/r1'), { state: 'held' });
+});
+
+test('an ADD right after DEL of the same attachment waits for the background veth deletion, then plumbs afresh', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  const req = (verb: 'ADD' | 'DEL'): AgentRequest => ({
+    verb, containerId: 'again', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'web', K8S_POD_NAME: 'again' }, network: 'berth-net', pool: s.pool,
+  });
+  const first = await s.handler(req('ADD'));
+  t.like(first, { ok: true });
+  const oldIndex = nsExec(s.host, 'ip', '-o', 'link', 'show', vethNameFor('again', 'eth0')).split(':')[0];
+  t.like(await s.handler(req('DEL')), { ok: true });
+  // No exec in between: the old pair is still being deleted when this ADD starts.
+  const second = await s.handler(req('ADD'));
+  t.like(second, { ok: true }, JSON.stringify(second));
+  const hv = nsExec(s.host, 'ip', '-o', 'link', 'show', vethNameFor('again', 'eth0'));
+  t.not(hv.split(':')[0], oldIndex, 'a new pair, not the retired one');
+  t.regex(hv, /master berth0 .*state UP/);
+  t.regex(nsExec(pod, 'ip', '-o', 'addr', 'show', 'dev', 'eth0'), /inet 198\.18\./);
 });
 
 test('DEL with the controller unreachable removes the veth and answers 11; the retry releases', async (t) => {
@@ -277,7 +311,7 @@ test('DEL with the controller unreachable removes the veth and answers 11; the r
   const req: AgentRequest = { verb: 'DEL', containerId: 'cd', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'web', K8S_POD_NAME: 'cd' }, network: 'berth-net', pool: s.pool };
   const r = await createCniHandler({ ...s.deps, controller: dead })(req);
   t.like(r, { ok: false, error: { code: 'TryAgainLater', cniCode: 11 } });
-  t.notRegex(hostVeths(s), /bth/);
+  await vethsRetiredThenGone(t, s);
   t.like(await s.handler(req), { ok: true });
   t.like(await leaseOf(s, 'k8s/web/cd'), { state: 'held' });
 });

@@ -15,6 +15,7 @@ import { BIN, ensureBundle, execWithStdin, type ExecResult } from '../cni/testin
 import { startEtcd, type EtcdServer } from './harness/etcd';
 import { startSite, type Site } from './harness/cni-site';
 import { nsExec, type Netns } from './harness/netns';
+import { eventually } from './harness/eventually';
 
 const CNI_DIR = '/usr/lib/cni';
 const VERSION = '1.0.0';
@@ -113,6 +114,11 @@ test('berth -> portmap -> bandwidth: ADD, CHECK and DEL in the simulated host le
     const r = await runIn(s.host, p.bin, { ...e, verb: 'DEL' }, { ...p.conf, prevResult: final });
     t.is(r.code, 0, `${p.bin} DEL: ${r.stdout}${r.stderr}`);
   }
+  // berth's DEL retires its veth at once and deletes it in the background (agent/kernel/pod.ts).
+  await eventually(() => {
+    const left = leftovers(s, ip);
+    if (left.length) throw new Error(left.join('; '));
+  }, { what: 'no leftovers after DEL' }).catch(() => undefined);
   t.deepEqual(leftovers(s, ip), []);
   t.false(nsExec(pod, 'ip', '-o', 'link', 'show').includes('eth0'));
 });

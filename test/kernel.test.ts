@@ -239,7 +239,7 @@ test('foreign routes are left alone; a released lease removes only its own route
 test('detachPod removes the veth and route and succeeds when already gone', async (t) => {
   const { a, podA } = await twoHosts(t);
   for (let i = 0; i < 2; i++) {
-    await withNetns(a.sim.path, (s) => detachPod(s, { containerId: 'ctr-198.18.0.10', ifName: 'eth0', ip: '198.18.0.10' }));
+    await withNetns(a.sim.path, async (s) => (await detachPod(s, { containerId: 'ctr-198.18.0.10', ifName: 'eth0', ip: '198.18.0.10' })).gone);
   }
   t.notRegex(nsExec(a.sim, 'ip', 'route'), /198\.18\.0\.10/);
   t.notRegex(nsExec(podA, 'ip', 'link'), /eth0/);

@@ -2,10 +2,12 @@
  * ADD: get-or-bind the identity's lease, plumb the veth, report the result.
  *
  *   1. identity from CNI_ARGS (agent/identity.ts)
- *   2. controller.bind: the same identity gets its address back
- *   3. attachPod: veth into the netns, <ip>/32, default via gateway onlink,
- *      and the host route <ip>/32 dev berth0 proto 190 (what the reconciler
- *      wants for a local lease, so its next pass changes nothing)
+ *   2. controller.bind: the same identity gets its address back; at the
+ *      same time plugVeth: the veth pair into the netns, on berth0, up
+ *      (it needs no address, and the two take about as long each)
+ *   3. addressPod: <ip>/32, default via gateway onlink, and the host route
+ *      <ip>/32 dev berth0 proto 190 (what the reconciler wants for a local
+ *      lease, so its next pass changes nothing)
  *   4. markDirty, drop a DEL journalled for this attachment before this ADD
  *
  * Each step pushes its undo; a failure unwinds them in reverse. The bind is
@@ -20,7 +22,7 @@ import type { AgentRequest } from '../../common/agent-protocol';
 import type { CniResult } from '../../common/cni-types';
 import { BerthError, castError } from '../../common/errors';
 import { identityFor } from '../identity';
-import { attachPod, detachPod } from '../kernel/pod';
+import { addressPod, detachPod, plugVeth } from '../kernel/pod';
 import { isOwnNetns } from '../kernel/netns';
 import { dropSupersededDel } from './journal';
 import { identityKey, type Ctx } from './shared';
@@ -59,18 +61,27 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
   return ctx.locks.run(identityKey(req.pool, identity), async () => {
     const undo: Undo[] = [];
     try {
-      const bound = await deps.controller.bind(req.pool, {
-        identity, host: deps.host, containerId: req.containerId, ifName: req.ifName, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
-      });
-      const ip = bound.lease.ip;
-      if (bound.allocated) {
-        undo.push({ what: `release ${ip}`, run: () => deps.controller.release(req.pool, { identity, containerId: req.containerId }) });
-      }
       const mtu = req.mtu ?? deps.overlayMtu;
-      undo.push({ what: 'detach', run: () => detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, ip }) });
-      const att = await attachPod(deps.hostNetlink, {
-        containerId: req.containerId, ifName: req.ifName, netns: req.netns, ip, gateway: bound.gateway, mtu, ...(req.mac ? { mac: req.mac } : {}),
-      });
+      const [bind, plug] = await Promise.allSettled([
+        deps.controller.bind(req.pool, {
+          identity, host: deps.host, containerId: req.containerId, ifName: req.ifName, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
+        }),
+        plugVeth(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}) }),
+      ]);
+      if (bind.status === 'fulfilled' && bind.value.allocated) {
+        undo.push({ what: `release ${bind.value.lease.ip}`, run: () => deps.controller.release(req.pool, { identity, containerId: req.containerId }) });
+      }
+      // Once bound, a failure takes the attachment down (the runtime's DEL follows). Unbound, only
+      // a pair this ADD created goes: one kept from an earlier ADD still serves that ADD's result.
+      if (bind.status === 'fulfilled' || (plug.status === 'fulfilled' && !plug.value.reused)) {
+        const ip = bind.status === 'fulfilled' ? bind.value.lease.ip : undefined;
+        undo.push({ what: 'detach', run: async () => (await detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, ip })).gone });
+      }
+      if (bind.status === 'rejected') throw bind.reason;
+      if (plug.status === 'rejected') throw plug.reason;
+      const bound = bind.value;
+      const ip = bound.lease.ip;
+      const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway });
       deps.markDirty();
       if (await dropSupersededDel(deps.journalDir, req, started)) {
         deps.log.info('dropped a DEL journalled before this ADD', { containerId: req.containerId, ifName: req.ifName });

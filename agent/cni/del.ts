@@ -57,14 +57,17 @@ export async function del(ctx: Ctx, req: AgentRequest): Promise<void> {
   let outcome: ReleaseResponse | undefined;
   let failure: BerthError | undefined;
   // The release (controller round trip, then the host route on berth0) and
-  // the veth removal touch nothing of each other's, so they run together:
-  // deleting a veth waits out an RCU grace period in the kernel (~15 ms), as
-  // long as the round trip. The attachment lock (cni-handlers.ts) is held
-  // throughout, and the veth goes even when the release fails.
+  // taking the veth out of service touch nothing of each other's, so they
+  // run together. The veth itself is deleted in the background (see
+  // kernel/pod.ts): the kernel's RCU wait would otherwise be DEL's latency.
+  // The attachment lock (cni-handlers.ts) is held throughout, and the veth
+  // goes even when the release fails.
   // The veth is named after (containerId, ifName): removing it never touches another container.
+  const onReapError = (e: unknown) =>
+    deps.log.warn('veth deletion failed; it is down and off the bridge, and goes with the pod netns', { containerId: req.containerId, ifName: req.ifName, error: castError(e).message });
   const [rel, det] = await Promise.allSettled([
     release(ctx, req),
-    detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName }),
+    detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName }, onReapError),
   ]);
   if (rel.status === 'fulfilled') {
     outcome = rel.value;

@@ -28,7 +28,7 @@ export async function gc(ctx: Ctx, req: AgentRequest): Promise<void> {
           const r = await deps.controller.release(req.pool, { ip: l.ip, containerId });
           if (r.outcome !== 'released') return; // rebound or released by someone else meanwhile
           released++;
-          await detachPod(deps.hostNetlink, { containerId, ifName, ip: l.ip, bridge: BRIDGE_NAME });
+          await (await detachPod(deps.hostNetlink, { containerId, ifName, ip: l.ip, bridge: BRIDGE_NAME })).gone;
         }));
     } catch (e) {
       first ??= castError(e);

@@ -12,5 +12,5 @@ export {
   deleteFdb, deleteNeigh, deleteRoute, linkIndex, listFdbs, listNeighs, listRoutes, replaceFdb, replaceNeigh, replaceRoute,
 } from './routes';
 export { apply, observe, DEFAULT_DEVICES, type ApplyResult, type Devices } from './state';
-export { attachPod, detachPod, type AttachSpec, type Attachment } from './pod';
+export { addressPod, attachPod, detachPod, drainReaping, plugVeth, type AttachSpec, type Attachment, type Detached, type PlugSpec, type Plugged } from './pod';
 export { BERTH_RT_PROTO, KernelError, castNetlinkError, isErrno, type Netlink } from './nl';

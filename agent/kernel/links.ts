@@ -185,6 +185,10 @@ export interface VethSpec {
   peerNetnsFd: number;
   mtu: number;
   peerMac?: string;
+  /** Host side joins this bridge at birth. */
+  master?: number;
+  /** The host side comes up at birth (the peer cannot: see vethPeer). */
+  up?: boolean;
 }
 
 /**
@@ -196,10 +200,11 @@ export async function createVeth(sock: Netlink, v: VethSpec): Promise<LinkInfo> 
   await nl(
     `create veth ${v.hostName}`,
     sock.newLink(
-      {},
+      v.up ? { flags: { up: true }, change: { up: true } } : {},
       {
         ifname: v.hostName,
         mtu: v.mtu,
+        ...(v.master !== undefined ? { master: v.master } : {}),
         linkinfo: linkinfo('veth', vethPeer({ ifname: v.peerName, netnsFd: v.peerNetnsFd, mtu: v.mtu, mac: v.peerMac })),
       },
       CREATE_EXCL,

@@ -16,6 +16,10 @@ import { BerthError } from '../../common/errors';
 interface Addon {
   setns(fd: number, nstype: number): void;
   CLONE_NEWNET: number;
+  /** A NETLINK_ROUTE socket fd in the calling thread's netns (O_CLOEXEC). */
+  routeSocket(): number;
+  /** RTM_DELLINK by name on fd, from a libuv pool thread; closes fd. false: no such link. */
+  deleteLinkOn(fd: number, name: string): Promise<boolean>;
 }
 
 /** dist/agent/kernel/netns.js -> <repo>/agent/native/build/Release. */
@@ -114,9 +118,40 @@ function enterSync<T>(nsPath: string, fn: () => T): T {
   }
 }
 
+/**
+ * Where each socket handed out here lives: a path, or OWN_NETNS. Lets work
+ * that needs a second socket in the same netns (deleteLinkOffThread) find it.
+ */
+const OWN_NETNS = '';
+const socketNetns = new WeakMap<RtNetlinkSocket, string>();
+
 /** Opens an rtnetlink socket that lives (for good) in nsPath's namespace. */
 export function openNetlinkIn(nsPath: string): RtNetlinkSocket {
-  return enterSync(nsPath, () => createRtNetlink());
+  const sock = enterSync(nsPath, () => createRtNetlink());
+  socketNetns.set(sock, nsPath);
+  return sock;
+}
+
+/** Where sock lives: a netns path, '' for our own, undefined for a socket not opened here. */
+export function netnsOf(sock: RtNetlinkSocket): string | undefined {
+  return socketNetns.get(sock);
+}
+
+/**
+ * Deletes link `name` in the netns of `sock`, from a libuv pool thread.
+ * The kernel runs a netlink request inside the sender's sendmsg(2), and
+ * deleting a veth waits out RCU grace periods there (15-25 ms measured):
+ * sent on a shared socket from the JS thread, that would stall every other
+ * CNI request and the reconciler. Resolves false when there is no such link.
+ * Returns undefined for a socket not opened here (its netns is unknown):
+ * the caller deletes through the socket instead.
+ */
+export function deleteLinkOffThread(sock: RtNetlinkSocket, name: string): Promise<boolean> | undefined {
+  const ns = socketNetns.get(sock);
+  if (ns === undefined) return undefined;
+  const a = load();
+  const fd = ns === OWN_NETNS ? a.routeSocket() : enterSync(ns, () => a.routeSocket());
+  return a.deleteLinkOn(fd, name);
 }
 
 /**
@@ -133,7 +168,9 @@ export function writeSysctl(nsPath: string | undefined, key: string, value: stri
 
 /** Opens a socket in our own namespace (no setns involved). */
 export function openNetlink(): RtNetlinkSocket {
-  return createRtNetlink();
+  const sock = createRtNetlink();
+  socketNetns.set(sock, OWN_NETNS);
+  return sock;
 }
 
 /**

@@ -176,10 +176,13 @@ const VETH_INFO_PEER = 1;
 /** veth INFO_DATA: VETH_INFO_PEER = struct ifinfomsg (16 zero bytes) + peer's IFLA attrs. */
 export function vethPeer(peer: { ifname: string; netnsFd?: number; mtu?: number; mac?: string }): Buffer[] {
   const attrs = [attr(IFLA_IFNAME, cstr(peer.ifname))];
+  // The peer's own struct ifinfomsg stays zero: IFF_UP there fails with
+  // ENOTCONN, the kernel opens the peer before the pair is joined.
+  const ifinfo = Buffer.alloc(16);
   if (peer.netnsFd !== undefined) attrs.push(attr(IFLA_NET_NS_FD, u32(peer.netnsFd)));
   if (peer.mtu !== undefined) attrs.push(attr(IFLA_MTU, u32(peer.mtu)));
   if (peer.mac !== undefined) attrs.push(attr(IFLA_ADDRESS, mac(peer.mac)));
-  return [attr(VETH_INFO_PEER, Buffer.concat([Buffer.alloc(16), ...attrs]))];
+  return [attr(VETH_INFO_PEER, Buffer.concat([ifinfo, ...attrs]))];
 }
 
 // IFLA_VXLAN_* (if_link.h).

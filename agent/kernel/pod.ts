@@ -5,30 +5,57 @@
  * so every packet leaves through the host (routed, never bridged between
  * hosts). ADD undoes itself on failure; DEL succeeds when things are gone.
  *
+ * ADD comes in two halves so that the first can overlap the controller's
+ * bind: plugVeth needs no address (pair, MTU, bridge port, links up),
+ * addressPod needs it (pod address and default route, host route).
+ *
  * A repeated ADD keeps a pair that is still intact (host side and pod side
  * are each other's peer), so it reports the same MACs; anything else starts
  * over. The host route `<ip>/32 dev berth0` carries BERTH_RT_PROTO (190), the
  * default of replaceRoute, and is exactly what agent/desired.ts wants for a
  * local lease, so the reconciler sees no difference after an ADD.
+ *
+ * DEL takes the pair out of service at once (host side down and off the
+ * bridge, host route gone) and deletes it in the background: the kernel's
+ * veth deletion waits out RCU grace periods (15-25 ms), which would
+ * otherwise be most of DEL's latency. A later plugVeth of the same pair
+ * waits for that deletion, so nothing can observe it half-done; a deletion
+ * the agent never finishes (it died) ends with the pod's netns, which takes
+ * the pair with it.
  */
 import { BRIDGE_NAME } from '../desired';
 import { BerthError } from '../../common/errors';
-import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, vethNameFor } from './links';
-import { openNetnsFd, withNetns } from './netns';
+import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, vethNameFor, type LinkInfo } from './links';
+import { deleteLinkOffThread, netnsOf, openNetnsFd, withNetns } from './netns';
 import type { Netlink } from './nl';
-import { deleteNeigh, deleteRoute, linkIndex, replaceRoute, type LinkIndex } from './routes';
+import { nlGone } from './nl';
+import { deleteNeigh, deleteRoute, replaceRoute, type LinkIndex } from './routes';
 import * as fs from 'node:fs';
 
-export interface AttachSpec {
+export interface PlugSpec {
   containerId: string;
   ifName: string;
   /** /run/netns/NAME or /proc/PID/ns/net. */
   netns: string;
-  ip: string;
-  gateway: string;
   mtu: number;
   mac?: string;
   bridge?: string;
+}
+
+export interface AttachSpec extends PlugSpec {
+  ip: string;
+  gateway: string;
+}
+
+/** A pair in place and up, without addresses yet. */
+export interface Plugged {
+  spec: PlugSpec;
+  hostVeth: string;
+  hostIndex: number;
+  hostMac: string;
+  bridgeIndex: number;
+  /** True when an intact pair from an earlier ADD was kept. */
+  reused: boolean;
 }
 
 export interface Attachment {
@@ -40,6 +67,45 @@ export interface Attachment {
   sandbox: string;
   /** True when an intact pair from an earlier ADD was kept. */
   reused: boolean;
+}
+
+/** Background deletions by (netns, host veth name); the name is unique per containerId/ifName. */
+const reaping = new Map<string, Promise<void>>();
+const reapKey = (host: Netlink, hostVeth: string) => `${netnsOf(host) ?? '?'}\0${hostVeth}`;
+
+/** Resolves when no deletion of hostVeth is in flight. */
+async function reaped(host: Netlink, hostVeth: string): Promise<void> {
+  await reaping.get(reapKey(host, hostVeth));
+}
+
+/** Waits for every background deletion (agent shutdown, tests). */
+export async function drainReaping(): Promise<void> {
+  while (reaping.size > 0) await Promise.all(reaping.values());
+}
+
+/**
+ * Deletes hostVeth in the background; resolves when it is gone (never
+ * rejects: onError hears about a failure, and the pair, already down and off
+ * the bridge, then waits for the pod's netns to go or the next ADD).
+ */
+function reap(host: Netlink, hostVeth: string, onError: (e: unknown) => void): Promise<void> {
+  const key = reapKey(host, hostVeth);
+  const pending = reaping.get(key);
+  if (pending) return pending;
+  const done = deleteVeth(host, hostVeth).catch(onError).finally(() => reaping.delete(key));
+  reaping.set(key, done);
+  return done;
+}
+
+/** Deletes hostVeth (and so its peer), off the JS thread when the socket's netns is known. */
+async function deleteVeth(host: Netlink, hostVeth: string): Promise<void> {
+  const off = deleteLinkOffThread(host, hostVeth);
+  if (!off) return deleteLink(host, hostVeth);
+  try {
+    await off;
+  } catch (e) {
+    throw new BerthError('KernelError', `delete link ${hostVeth}: ${(e as Error).message}`);
+  }
 }
 
 /** IFLA_LINK of a veth: the peer's ifindex (in the peer's netns). */
@@ -54,7 +120,7 @@ async function peerIndexOf(sock: Netlink, name: string): Promise<number | undefi
 }
 
 /** The host veth and the pod interface exist and are each other's peer. */
-async function intactPair(host: Netlink, hostVeth: string, s: AttachSpec): Promise<boolean> {
+async function intactPair(host: Netlink, hostVeth: string, s: PlugSpec): Promise<boolean> {
   const hv = await getLink(host, hostVeth);
   if (!hv || hv.kind !== 'veth') return false;
   const hvPeer = await peerIndexOf(host, hostVeth);
@@ -83,58 +149,114 @@ export async function hostLinkIndex(host: Netlink, name: string): Promise<LinkIn
 /** rtm_protocol for routes inside the pod: RTPROT_BOOT, as `ip route add` uses. */
 const POD_ROUTE_PROTO = 3;
 
-export async function attachPod(host: Netlink, s: AttachSpec): Promise<Attachment> {
+/**
+ * First half of ADD: the veth pair (kept when intact), MTU, the host side on
+ * the bridge, both sides and the pod's lo up. Needs no address.
+ */
+export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
   const bridgeName = s.bridge ?? BRIDGE_NAME;
   const bridge = await getLink(host, bridgeName);
   if (!bridge) throw new BerthError('TryAgainLater', bridgeName, 'bridge not ready');
   const hostVeth = vethNameFor(s.containerId, s.ifName);
-  const reused = await intactPair(host, hostVeth, s);
-  if (!reused) {
-    // Start over; deleting the host side removes the pod side too.
-    await deleteLink(host, hostVeth);
-    const fd = openNetnsFd(s.netns);
-    try {
-      await createVeth(host, { hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac });
-    } finally {
-      fs.closeSync(fd);
-    }
+  await reaped(host, hostVeth);
+  if (await intactPair(host, hostVeth, s)) return reusePair(host, hostVeth, bridge.index, s);
+  // Start over; deleting the host side removes the pod side too.
+  await deleteVeth(host, hostVeth);
+  const fd = openNetnsFd(s.netns);
+  let hv: LinkInfo;
+  try {
+    hv = await createVeth(host, {
+      hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac, master: bridge.index, up: true,
+    });
+  } finally {
+    fs.closeSync(fd);
   }
   try {
-    const mac = await withNetns(s.netns, async (pod) => {
+    await withNetns(s.netns, async (pod) => {
       const lo = await getLink(pod, 'lo');
       if (lo) await setUp(pod, lo);
       const eth = await getLink(pod, s.ifName);
       if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
-      if (reused) await setLinkAttrs(pod, eth, { mtu: s.mtu, mac: s.mac });
-      await ensureAddress(pod, eth.index, `${s.ip}/32`);
       await setUp(pod, eth);
-      const links = await linkIndex(pod);
-      await replaceRoute(pod, links, { dst: '0.0.0.0/0', dev: s.ifName, via: s.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
-      return (await getLink(pod, s.ifName))?.mac ?? eth.mac!;
     });
-    const hv = await getLink(host, hostVeth);
-    if (!hv) throw new BerthError('KernelError', hostVeth, 'host veth vanished');
-    await setLinkAttrs(host, hv, { master: bridge.index, mtu: s.mtu });
-    await setUp(host, hv);
-    const bridgeIndex: LinkIndex = new Map([[bridgeName, bridge.index]]);
-    await replaceRoute(host, bridgeIndex, { dst: `${s.ip}/32`, dev: bridgeName });
-    // A restarted pod keeps its IP but not its MAC: drop the host's cached one.
-    await deleteNeigh(host, bridgeIndex, { ip: s.ip, dev: bridgeName, mac: '' });
-    return { hostVeth, hostMac: hv.mac!, mac, sandbox: s.netns, reused };
+    return { spec: s, hostVeth, hostIndex: hv.index, hostMac: hv.mac!, bridgeIndex: bridge.index, reused: false };
   } catch (e) {
-    await deleteLink(host, hostVeth).catch(() => undefined);
+    await deleteVeth(host, hostVeth).catch(() => undefined);
     throw e;
   }
 }
 
-/** Removes the veth (and with it the pod side) and the host route; idempotent. */
-export async function detachPod(host: Netlink, s: { containerId: string; ifName: string; ip?: string; bridge?: string }) {
-  await deleteLink(host, vethNameFor(s.containerId, s.ifName));
+/** A repeated ADD: bring the kept pair back to spec (MTU, MAC, bridge port, up). */
+async function reusePair(host: Netlink, hostVeth: string, bridgeIndex: number, s: PlugSpec): Promise<Plugged> {
+  await withNetns(s.netns, async (pod) => {
+    const lo = await getLink(pod, 'lo');
+    if (lo) await setUp(pod, lo);
+    const eth = await getLink(pod, s.ifName);
+    if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
+    await setLinkAttrs(pod, eth, { mtu: s.mtu, mac: s.mac });
+    await setUp(pod, eth);
+  });
+  const hv = await getLink(host, hostVeth);
+  if (!hv) throw new BerthError('KernelError', hostVeth, 'host veth vanished');
+  await setLinkAttrs(host, hv, { master: bridgeIndex, mtu: s.mtu });
+  await setUp(host, hv);
+  return { spec: s, hostVeth, hostIndex: hv.index, hostMac: hv.mac!, bridgeIndex, reused: true };
+}
+
+/** Second half of ADD: <ip>/32 and the default route in the pod, the host route. */
+export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gateway: string }): Promise<Attachment> {
+  const s = p.spec;
+  const bridgeName = s.bridge ?? BRIDGE_NAME;
+  try {
+    const mac = await withNetns(s.netns, async (pod) => {
+      const eth = await getLink(pod, s.ifName);
+      if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
+      await ensureAddress(pod, eth.index, `${a.ip}/32`);
+      const links: LinkIndex = new Map([[s.ifName, eth.index]]);
+      await replaceRoute(pod, links, { dst: '0.0.0.0/0', dev: s.ifName, via: a.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
+      return eth.mac!;
+    });
+    const bridgeIndex: LinkIndex = new Map([[bridgeName, p.bridgeIndex]]);
+    await replaceRoute(host, bridgeIndex, { dst: `${a.ip}/32`, dev: bridgeName });
+    // A restarted pod keeps its IP but not its MAC: drop the host's cached one.
+    await deleteNeigh(host, bridgeIndex, { ip: a.ip, dev: bridgeName, mac: '' });
+    return { hostVeth: p.hostVeth, hostMac: p.hostMac, mac, sandbox: s.netns, reused: p.reused };
+  } catch (e) {
+    await deleteVeth(host, p.hostVeth).catch(() => undefined);
+    throw e;
+  }
+}
+
+export async function attachPod(host: Netlink, s: AttachSpec): Promise<Attachment> {
+  return addressPod(host, await plugVeth(host, s), s);
+}
+
+export interface Detached {
+  /** Resolves when the veth pair is deleted (never rejects). */
+  gone: Promise<void>;
+}
+
+/**
+ * Takes the pair out of service now (host side down and off the bridge; the
+ * host route and neighbour when ip is given) and deletes it in the
+ * background; idempotent. Down first: the released address may be handed to
+ * another pod on this host before the old pair is gone.
+ */
+export async function detachPod(
+  host: Netlink,
+  s: { containerId: string; ifName: string; ip?: string; bridge?: string },
+  onError: (e: unknown) => void = () => undefined,
+): Promise<Detached> {
+  const hostVeth = vethNameFor(s.containerId, s.ifName);
+  const hv = await getLink(host, hostVeth);
+  if (hv && (hv.up || hv.master)) {
+    await nlGone(`retire ${hostVeth}`, host.setLink({ index: hv.index, flags: {}, change: { up: true } }, { master: 0 }));
+  }
   if (s.ip) {
     const dev = s.bridge ?? BRIDGE_NAME;
     const links = await hostLinkIndex(host, dev);
     await deleteRoute(host, links, { dst: `${s.ip}/32`, dev });
     await deleteNeigh(host, links, { ip: s.ip, dev, mac: '' });
   }
+  return { gone: hv ? reap(host, hostVeth, onError) : reaped(host, hostVeth) };
 }
-

@@ -1,16 +1,36 @@
 /*
- * berth_netns: the one syscall Node lacks for the agent's data plane.
+ * berth_netns: what Node lacks for the agent's data plane.
  *
  * setns(fd, CLONE_NEWNET) moves only the calling thread (the JS main thread)
  * into another network namespace. agent/kernel/netns.ts uses it to open a
  * netlink socket inside a pod's namespace and then moves straight back; read
  * agent/README-netns.md before calling it from anywhere else.
+ * routeSocket/deleteLinkOn (berth_dellink.c) delete a link off the JS thread.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
 #include <node_api.h>
+
+#include "berth_native.h"
+
+const char *berth_errno_name(int err) {
+  switch (err) {
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case EPERM: return "EPERM";
+    case ENOMEM: return "ENOMEM";
+    case ENODEV: return "ENODEV";
+    case EBUSY: return "EBUSY";
+    case EEXIST: return "EEXIST";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EACCES: return "EACCES";
+    case ENOBUFS: return "ENOBUFS";
+    case ECANCELED: return "ECANCELED";
+    default: return "ENETLINK";
+  }
+}
 
 /* setns(fd, nstype) -> undefined; throws Error with code = errno name. */
 static napi_value js_setns(napi_env env, napi_callback_info info) {
@@ -25,8 +45,7 @@ static napi_value js_setns(napi_env env, napi_callback_info info) {
   }
   if (setns(fd, nstype) != 0) {
     int err = errno;
-    const char *code = err == EBADF ? "EBADF" : err == EINVAL ? "EINVAL" : err == EPERM ? "EPERM" : err == ENOMEM ? "ENOMEM" : "ESETNS";
-    napi_throw_error(env, code, strerror(err));
+    napi_throw_error(env, berth_errno_name(err), strerror(err));
   }
   return NULL;
 }
@@ -37,6 +56,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "setns", fn);
   napi_create_int32(env, CLONE_NEWNET, &flag);
   napi_set_named_property(env, exports, "CLONE_NEWNET", flag);
+  napi_create_function(env, "routeSocket", NAPI_AUTO_LENGTH, berth_js_route_socket, NULL, &fn);
+  napi_set_named_property(env, exports, "routeSocket", fn);
+  napi_create_function(env, "deleteLinkOn", NAPI_AUTO_LENGTH, berth_js_delete_link_on, NULL, &fn);
+  napi_set_named_property(env, exports, "deleteLinkOn", fn);
   return exports;
 }
 

@@ -285,7 +285,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const unplumbPod = async (pod: Pod) => {
       await client!.release(poolName, { identity: pod.identity, containerId: pod.containerId });
       const h = hosts.find((x) => x.name === pod.host)!;
-      await detachPod(hostNetlink(h), { containerId: pod.containerId, ifName: 'eth0', ip: pod.ip });
+      await (await detachPod(hostNetlink(h), { containerId: pod.containerId, ifName: 'eth0', ip: pod.ip })).gone;
     };
 
     const cluster: Cluster = {
