@@ -180,6 +180,19 @@ export class LeaseStore {
   async release(poolName: string, req: ReleaseRequest): Promise<ReleaseResponse> {
     if (typeof req?.containerId !== 'string' || req.containerId === '') throw new BerthError('InvalidRequest', 'containerId', 'containerId is required to release');
     const pool = await this.pool(poolName);
+    // First from the watch-fed view, as bind does: the commit compares the
+    // lease's mod revision, so a stale view costs one more round, never a
+    // wrong release. Its negative answers (no lease, not this container's)
+    // are never final: those come from etcd below.
+    const cached = this.viewLease(poolName, req);
+    if (cached) {
+      const d = decideRelease(cached, req.containerId, pool.holdSeconds, this.now());
+      if (d.next) {
+        const rev = await commitIf(this.etcd, [[keys.lease(poolName, cached.ip), 'Mod', cached.revision]],
+          [putLease(this.etcd, d.next), putEvent(this.etcd, d.event!)]);
+        if (rev !== null) return { outcome: 'released', lease: { ...d.next, revision: String(rev) } };
+      }
+    }
     const backoff = new Backoff();
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       if (attempt > 0) await backoff.next();
@@ -254,6 +267,13 @@ export class LeaseStore {
     if (!id.value) return { ip: null, identityMod: id.mod, lease: null };
     const l = await readKey<Lease>(this.etcd, keys.lease(pool, id.value.ip));
     return { ip: id.value.ip, identityMod: id.mod, lease: l.value ? { ...l.value, revision: l.mod } : null };
+  }
+
+  /** The view's lease for a release request, or null; validation is readLease's. */
+  private viewLease(pool: string, by: { identity?: string; ip?: string }): LeaseView | null {
+    if (typeof by.ip === 'string' && isIp(by.ip)) return this.view.leasesOf(pool).get(canonicalIp(by.ip)) ?? null;
+    if (by.ip === undefined && typeof by.identity === 'string' && by.identity !== '') return this.viewSnapshot(pool, by.identity).lease;
+    return null;
   }
 
   private async readLease(pool: string, by: { identity?: string; ip?: string }): Promise<LeaseView | null> {

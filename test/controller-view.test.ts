@@ -6,6 +6,7 @@ import test from 'ava';
 import { keys } from '../common/keys';
 import { silentLogger } from '../common/log';
 import { ClusterView } from '../controller/view';
+import { LeaseStore } from '../controller/store';
 import { startEtcd } from './harness/etcd';
 import { eventually } from './harness/eventually';
 
@@ -38,4 +39,29 @@ test('the view follows writes and recovers from a lost watch after compaction', 
   t.is(view.revision, BigInt(put.header.revision));
   await client.put(keys.lease('v', '198.18.50.5')).value(lease('198.18.50.5', 'd'));
   await eventually(() => { if (!view.leasesOf('v').has('198.18.50.5')) throw new Error('watch not resumed'); });
+});
+
+test('a release decided on a stale view never frees a newer binding', async (t) => {
+  const etcd = await startEtcd();
+  t.teardown(() => etcd.stop());
+  const client = etcd.client();
+  const view = new ClusterView(client, silentLogger);
+  await view.start();
+  t.teardown(() => view.close());
+  const store = new LeaseStore(client, view, silentLogger);
+  await store.createPool({ name: 'sv', cidr: '198.18.52.0/24' });
+  const first = await store.bind('sv', { identity: 'k8s/a/p', host: 'h1', containerId: 'old', ifName: 'eth0' });
+  const ip = first.lease.ip;
+  await eventually(() => { if (view.leasesOf('sv').get(ip)?.binding?.containerId !== 'old') throw new Error('bind not seen'); });
+  const staleCopy = view.leasesOf('sv').get(ip)!;
+  await store.bind('sv', { identity: 'k8s/a/p', host: 'h1', containerId: 'new', ifName: 'eth0' });
+  await eventually(() => { if (view.leasesOf('sv').get(ip)?.binding?.containerId !== 'new') throw new Error('rebind not seen'); });
+  // The view falls behind: it still shows the old container's binding.
+  view.leasesOf('sv').set(ip, staleCopy);
+  const r = await store.release('sv', { identity: 'k8s/a/p', containerId: 'old' });
+  t.not(r.outcome, 'released');
+  const now = await client.get(keys.lease('sv', ip)).json() as { state: string; binding?: { containerId: string } };
+  t.like(now, { state: 'bound', binding: { containerId: 'new' } });
+  // And a release the view gets right still goes through.
+  t.is((await store.release('sv', { identity: 'k8s/a/p', containerId: 'new' })).outcome, 'released');
 });
