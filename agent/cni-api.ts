@@ -30,7 +30,17 @@ export interface CniDeps {
   markDirty(): void;
   /** Directory of the plugin's DEL journal, replayed when the agent starts. */
   journalDir: string;
+  /** The fast path's per-pod hooks, when it runs (agent --fast-path). */
+  fastPath?: PodFastPath;
   log: Logger;
+}
+
+/** What CNI verbs tell the fast path at once, rather than at the next reconcile pass. */
+export interface PodFastPath {
+  /** ADD: ip now lives behind this host veth. */
+  learnLocal(ip: string, veth: string, index: number): void;
+  /** DEL/GC: stop redirecting anything into this host veth. */
+  forgetVeth(veth: string): void;
 }
 
 export type CniHandler = (req: AgentRequest) => Promise<AgentResponse>;

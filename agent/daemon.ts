@@ -27,6 +27,8 @@ import type { CniServer } from './cni-api';
 import { createCniHandler } from './cni-handlers';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
+import { fastPathWant } from './fastpath';
+import { FastPath } from './kernel/fastpath';
 import { replayJournal } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
@@ -49,6 +51,8 @@ export interface AgentOptions {
   vni?: number;
   resyncMs?: number;
   hostTtlSeconds?: number;
+  /** Pod-to-pod fast path (BPF, tcx): bypasses host netfilter for that traffic; docs/dataplane.md. */
+  fastPath?: boolean;
   log: Logger;
 }
 
@@ -97,6 +101,7 @@ export class Agent {
   /** The first reconcile pass after start (ops 0 when a restart found everything right). */
   firstPass: PassResult | undefined;
   private stopping = false;
+  private fastPath?: FastPath;
 
   constructor(readonly o: AgentOptions) {
     this.log = o.log.child({ host: o.host });
@@ -110,7 +115,19 @@ export class Agent {
     this.self = { name: o.host, underlayIp: this.underlay.ip, vtepMac: vtepMacFor(o.host), vni: o.vni ?? DEFAULT_VNI, pool: o.pool };
 
     this.etcd = openEtcd(o.etcd);
-    this.reconciler = new Reconciler({ netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000 });
+    if (o.fastPath) {
+      try {
+        this.fastPath = FastPath.open();
+        this.log.info('fast path on: pod-to-pod traffic skips host forwarding and netfilter');
+      } catch (e) {
+        this.log.warn('fast path unavailable; routing through the host stack', { error: castError(e).details });
+      }
+    }
+    const fast = this.fastPath;
+    this.reconciler = new Reconciler({
+      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000,
+      ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkIndexOf(nl))) } : {}),
+    });
     const ownKeyGone = `delete ${keys.host(o.host)}`;
     this.source = new EtcdSource(this.etcd, o.pool, this.log, {
       onChange: (why) => {
@@ -151,6 +168,7 @@ export class Agent {
       },
       markDirty: () => this.reconciler?.markDirty('cni'),
       journalDir: o.journalDir,
+      ...(this.fastPath ? { fastPath: this.fastPath } : {}),
       log: this.log.child({ component: 'cni' }),
     });
     this.cni = await startCniServer(o.socketPath, handler, this.log.child({ component: 'cni' }));
@@ -208,8 +226,14 @@ export class Agent {
     await this.registration?.stop({ revoke: o.revoke });
     this.controller?.close();
     this.etcd?.close();
+    this.fastPath?.close();
     this.netlink?.socket.close();
     this.cniNetlink?.socket.close();
     this.log.info('agent stopped', { revoked: !!o.revoke });
   }
+}
+
+/** name -> ifindex of the host's links, for the fast path. */
+async function linkIndexOf(nl: Netlink): Promise<Map<string, number>> {
+  return new Map((await listLinks(nl)).map((l) => [l.name, l.index]));
 }

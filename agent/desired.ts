@@ -34,8 +34,16 @@ export interface DeviceSpec {
   vxlan: { name: string; vni: number; local: string; port: number; mtu: number; mac?: string };
 }
 
+/** A local pod as the fast path sees it: its address and its host-side veth. */
+export interface LocalEndpoint {
+  ip: string;
+  veth: string;
+}
+
 export interface Desired extends KernelState {
   devices?: DeviceSpec;
+  /** Local bound leases with their host veth (agent/fastpath.ts); not planned per pass. */
+  locals?: LocalEndpoint[];
 }
 
 export function overlayMtu(underlayMtu: number): number {
@@ -63,6 +71,7 @@ export function desiredState(input: DesiredInput): Desired {
   const routes: RouteSpec[] = [];
   const neighs: NeighSpec[] = [];
   const fdbs: FdbSpec[] = [];
+  const locals: LocalEndpoint[] = [];
 
   // Remote hosts: one neighbour + one FDB entry each. A host that shares our
   // underlay address is a stale registration of ourselves; skip it.
@@ -86,6 +95,7 @@ export function desiredState(input: DesiredInput): Desired {
     const dst = `${l.ip}/32`;
     if (l.binding.host === input.self) {
       routes.push({ dst, dev: BRIDGE_NAME });
+      locals.push({ ip: l.ip, veth: vethNameFor(l.binding.containerId, l.binding.ifName) });
       continue;
     }
     const h = remotes.get(l.binding.host);
@@ -99,7 +109,8 @@ export function desiredState(input: DesiredInput): Desired {
     bridge: { name: BRIDGE_NAME, address: `${input.pool.gateway}/32`, mtu },
     vxlan: { name: VXLAN_NAME, vni: me.vni, local: me.underlayIp, port: VXLAN_PORT, mtu, mac: me.vtepMac.toLowerCase() },
   };
-  return { routes, neighs, fdbs, devices };
+  locals.sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+  return { routes, neighs, fdbs, devices, locals };
 }
 
 /**
@@ -118,4 +129,11 @@ export function vtepMacFor(hostName: string): string {
   for (const c of Buffer.from(hostName)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
   const bytes = [0x0e, 0xbe, (h >>> 24) & 0xff, (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff];
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Host-side veth name for a container: stable, unique enough, 15 bytes max. */
+export function vethNameFor(containerId: string, ifName: string): string {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(`${containerId}/${ifName}`)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  return `bth${h.toString(16).padStart(8, '0')}`;
 }

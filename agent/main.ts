@@ -52,6 +52,7 @@ const program = new Command('berth-agent')
   .option('--vni <n>', 'VXLAN network identifier', vni, DEFAULT_VNI)
   .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
   .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
+  .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
 
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
   const agent = new Agent({
     etcd: { endpoints: splitEndpoints(o.etcdEndpoints), caFile: o.etcdCa, certFile: o.etcdCert, keyFile: o.etcdKey },
     controllerUrl: o.controller, token, host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
-    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, log,
+    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, fastPath: !!o.fastPath, log,
   });
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -42,6 +42,8 @@ export interface ReconcilerOptions {
   retryMs?: number;
   /** Replaces observe/apply (benchmarks count kernel time separately); defaults to the real kernel. */
   kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
+  /** Runs after apply each pass (the fast path's maps); returns its change count. */
+  afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
 }
 
 /**
@@ -153,6 +155,7 @@ export class Reconciler {
     let plan: Op[] = [];
     let applied = 0;
     let failed = 0;
+    let fastPathOps: number | undefined;
     let error: string | undefined;
     try {
       const desired = this.o.desired();
@@ -164,6 +167,12 @@ export class Reconciler {
         applied = res.applied;
         failed = res.failed.length;
         for (const f of res.failed.slice(0, 5)) this.o.log.warn('kernel refused op', { op: f.op, error: castError(f.error).message });
+        if (this.o.afterApply) {
+          const extra = await this.o.afterApply(desired, this.o.netlink);
+          fastPathOps = extra.ops;
+          failed += extra.failed.length;
+          for (const f of extra.failed.slice(0, 5)) this.o.log.warn('fast path refused', { error: f });
+        }
       }
     } catch (e) {
       const err = castError(e);
@@ -175,7 +184,9 @@ export class Reconciler {
     this.inPass = false;
     const r: PassResult = { pass: this.passes, ops: plan.length, applied, failed, ms, why, plan };
     this.lastPass = r;
-    this.o.log.info('reconcile pass', { pass: r.pass, ops: r.ops, applied, failed, ms, why, ...(error ? { error } : {}) });
+    this.o.log.info('reconcile pass', {
+      pass: r.pass, ops: r.ops, applied, failed, ms, why, ...(fastPathOps !== undefined ? { fastPathOps } : {}), ...(error ? { error } : {}),
+    });
     const ready = this.waiters.filter((w) => w.after < this.passes);
     this.waiters = this.waiters.filter((w) => w.after >= this.passes);
     for (const w of ready) w.resolve(r);

@@ -25,7 +25,7 @@ import { identityFor } from '../identity';
 import { addressPod, detachPod, plugVeth } from '../kernel/pod';
 import { isOwnNetns } from '../kernel/netns';
 import { dropSupersededDel } from './journal';
-import { identityKey, type Ctx } from './shared';
+import { fastPathHook, identityKey, type Ctx } from './shared';
 
 type Undo = { what: string; run: () => Promise<unknown> };
 
@@ -82,6 +82,7 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const bound = bind.value;
       const ip = bound.lease.ip;
       const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway });
+      fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
       deps.markDirty();
       if (await dropSupersededDel(deps.journalDir, req, started)) {
         deps.log.info('dropped a DEL journalled before this ADD', { containerId: req.containerId, ifName: req.ifName });

@@ -24,8 +24,8 @@ import { castError, type BerthError } from '../../common/errors';
 import { tryIdentityFor } from '../identity';
 import { detachPod, hostLinkIndex } from '../kernel/pod';
 import { deleteRoute } from '../kernel/routes';
-import { BRIDGE_NAME } from '../desired';
-import { findBoundLease, identityKey, type Ctx } from './shared';
+import { BRIDGE_NAME, vethNameFor } from '../desired';
+import { fastPathHook, findBoundLease, identityKey, type Ctx } from './shared';
 
 /** Controller answers that mean "nothing of ours to release". */
 const NOTHING_TO_RELEASE = new Set(['PoolNotFound', 'LeaseNotFound', 'NotFound']);
@@ -65,6 +65,7 @@ export async function del(ctx: Ctx, req: AgentRequest): Promise<void> {
   // The veth is named after (containerId, ifName): removing it never touches another container.
   const onReapError = (e: unknown) =>
     deps.log.warn('veth deletion failed; it is down and off the bridge, and goes with the pod netns', { containerId: req.containerId, ifName: req.ifName, error: castError(e).message });
+  fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(vethNameFor(req.containerId, req.ifName)));
   const [rel, det] = await Promise.allSettled([
     release(ctx, req),
     detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName }, onReapError),

@@ -9,9 +9,9 @@
  */
 import type { AgentRequest } from '../../common/agent-protocol';
 import { castError, type BerthError } from '../../common/errors';
-import { BRIDGE_NAME } from '../desired';
+import { BRIDGE_NAME, vethNameFor } from '../desired';
 import { detachPod } from '../kernel/pod';
-import { attachmentKey, identityKey, type Ctx } from './shared';
+import { attachmentKey, fastPathHook, identityKey, type Ctx } from './shared';
 
 export async function gc(ctx: Ctx, req: AgentRequest): Promise<void> {
   const { deps } = ctx;
@@ -28,6 +28,7 @@ export async function gc(ctx: Ctx, req: AgentRequest): Promise<void> {
           const r = await deps.controller.release(req.pool, { ip: l.ip, containerId });
           if (r.outcome !== 'released') return; // rebound or released by someone else meanwhile
           released++;
+          fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(vethNameFor(containerId, ifName)));
           await (await detachPod(deps.hostNetlink, { containerId, ifName, ip: l.ip, bridge: BRIDGE_NAME })).gone;
         }));
     } catch (e) {

@@ -12,6 +12,7 @@
  */
 import type { AgentRequest } from '../../common/agent-protocol';
 import type { LeaseView } from '../../common/records';
+import { castError } from '../../common/errors';
 import type { CniDeps } from '../cni-api';
 
 export class KeyedMutex {
@@ -50,4 +51,13 @@ export const identityKey = (pool: string, identity: string) => `i\0${pool}\0${id
 export async function findBoundLease(deps: CniDeps, pool: string, containerId: string, ifName: string): Promise<LeaseView | undefined> {
   const { leases } = await deps.controller.leases({ pool, host: deps.host, state: 'bound' });
   return leases.find((l) => l.binding?.containerId === containerId && l.binding.ifName === ifName);
+}
+
+/** The fast path is a shortcut: its failure never fails a verb, and the reconcile pass retries it. */
+export function fastPathHook(ctx: Ctx, what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    ctx.deps.log.warn('fast path update failed; the next reconcile pass retries', { what, error: castError(e).message });
+  }
 }

@@ -213,9 +213,4 @@ export async function createVeth(sock: Netlink, v: VethSpec): Promise<LinkInfo> 
   return mustGetLink(sock, v.hostName);
 }
 
-/** Host-side veth name for a container: stable, unique enough, 15 bytes max. */
-export function vethNameFor(containerId: string, ifName: string): string {
-  let h = 0x811c9dc5;
-  for (const c of Buffer.from(`${containerId}/${ifName}`)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
-  return `bth${h.toString(16).padStart(8, '0')}`;
-}
+export { vethNameFor } from '../desired';

@@ -26,16 +26,29 @@ interface Addon {
 export const ADDON_PATH =
   process.env.BERTH_NETNS_ADDON ?? path.join(__dirname, '../../../agent/native/build/Release/berth_netns.node');
 
-let addon: Addon | undefined;
-function load(): Addon {
+/** The fast path's calls (agent/native/berth_bpf.c); used by kernel/fastpath.ts only. */
+export interface BpfAddon {
+  bpfMapCreate(keySize: number, valueSize: number, maxEntries: number): number;
+  bpfMapUpdate(fd: number, key: Buffer, value: Buffer): void;
+  bpfMapDelete(fd: number, key: Buffer): boolean;
+  bpfLoadFastPath(kind: 'ingress' | 'egress', mapFd: number): number;
+  tcxAttachIngress(progFd: number, ifindex: number): number;
+}
+
+let addon: (Addon & BpfAddon) | undefined;
+function load(): Addon & BpfAddon {
   if (!addon) {
     try {
-      addon = require(ADDON_PATH) as Addon;
+      addon = require(ADDON_PATH) as Addon & BpfAddon;
     } catch (e) {
       throw new BerthError('Internal', `${ADDON_PATH}: ${(e as Error).message}`, 'netns addon not built (run npm run build)');
     }
   }
   return addon;
+}
+
+export function bpfAddon(): BpfAddon {
+  return load();
 }
 
 let warmed = false;

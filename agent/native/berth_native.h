@@ -8,4 +8,10 @@ const char *berth_errno_name(int err);
 napi_value berth_js_route_socket(napi_env env, napi_callback_info info);
 napi_value berth_js_delete_link_on(napi_env env, napi_callback_info info);
 
+napi_value berth_js_bpf_map_create(napi_env env, napi_callback_info info);
+napi_value berth_js_bpf_map_update(napi_env env, napi_callback_info info);
+napi_value berth_js_bpf_map_delete(napi_env env, napi_callback_info info);
+napi_value berth_js_bpf_load_fast_path(napi_env env, napi_callback_info info);
+napi_value berth_js_tcx_attach_ingress(napi_env env, napi_callback_info info);
+
 #endif

@@ -5,7 +5,8 @@
  * into another network namespace. agent/kernel/netns.ts uses it to open a
  * netlink socket inside a pod's namespace and then moves straight back; read
  * agent/README-netns.md before calling it from anywhere else.
- * routeSocket/deleteLinkOn (berth_dellink.c) delete a link off the JS thread.
+ * routeSocket/deleteLinkOn (berth_dellink.c) delete a link off the JS thread;
+ * berth_bpf.c holds the fast path's programs and maps.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +29,9 @@ const char *berth_errno_name(int err) {
     case EACCES: return "EACCES";
     case ENOBUFS: return "ENOBUFS";
     case ECANCELED: return "ECANCELED";
+    case ENOENT: return "ENOENT";
+    case E2BIG: return "E2BIG";
+    case ENOSPC: return "ENOSPC";
     default: return "ENETLINK";
   }
 }
@@ -60,6 +64,17 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "routeSocket", fn);
   napi_create_function(env, "deleteLinkOn", NAPI_AUTO_LENGTH, berth_js_delete_link_on, NULL, &fn);
   napi_set_named_property(env, exports, "deleteLinkOn", fn);
+  const struct { const char *name; napi_callback cb; } bpf[] = {
+    { "bpfMapCreate", berth_js_bpf_map_create },
+    { "bpfMapUpdate", berth_js_bpf_map_update },
+    { "bpfMapDelete", berth_js_bpf_map_delete },
+    { "bpfLoadFastPath", berth_js_bpf_load_fast_path },
+    { "tcxAttachIngress", berth_js_tcx_attach_ingress },
+  };
+  for (size_t i = 0; i < sizeof(bpf) / sizeof(bpf[0]); i++) {
+    napi_create_function(env, bpf[i].name, NAPI_AUTO_LENGTH, bpf[i].cb, NULL, &fn);
+    napi_set_named_property(env, exports, bpf[i].name, fn);
+  }
   return exports;
 }
 
