@@ -27,7 +27,7 @@ import type { CniServer } from './cni-api';
 import { createCniHandler } from './cni-handlers';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
-import { fastPathWant } from './fastpath';
+import { fastPathWant, type LinkView } from './fastpath';
 import { FastPath } from './kernel/fastpath';
 import { replayJournal } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
@@ -126,7 +126,7 @@ export class Agent {
     const fast = this.fastPath;
     this.reconciler = new Reconciler({
       netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000,
-      ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkIndexOf(nl))) } : {}),
+      ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkViews(nl))) } : {}),
     });
     const ownKeyGone = `delete ${keys.host(o.host)}`;
     this.source = new EtcdSource(this.etcd, o.pool, this.log, {
@@ -233,7 +233,7 @@ export class Agent {
   }
 }
 
-/** name -> ifindex of the host's links, for the fast path. */
-async function linkIndexOf(nl: Netlink): Promise<Map<string, number>> {
-  return new Map((await listLinks(nl)).map((l) => [l.name, l.index]));
+/** The host's links as the fast path sees them. */
+async function linkViews(nl: Netlink): Promise<LinkView[]> {
+  return (await listLinks(nl)).map((l) => ({ name: l.name, index: l.index, up: l.up, master: l.master }));
 }

@@ -14,16 +14,30 @@ const desired: Desired = {
   locals: [{ ip: '198.18.0.5', veth: 'bth00000005' }, { ip: '198.18.0.7', veth: 'bth00000007' }],
 };
 
-test('fastPathWant lists local pods whose veth exists and remote pods with a route', (t) => {
-  const links = new Map([[VXLAN_NAME, 4], ['bth00000005', 9], [BRIDGE_NAME, 3]]);
+test('fastPathWant lists local pods whose veth is in service and remote pods with a route', (t) => {
+  const links = [
+    { name: BRIDGE_NAME, index: 3, up: true },
+    { name: VXLAN_NAME, index: 4, up: true },
+    { name: 'bth00000005', index: 9, up: true, master: 3 },
+  ];
   const w = fastPathWant(desired, links);
   t.is(w.vxlan, 4);
   t.deepEqual([...w.peers], [['198.18.0.5', { index: 9, veth: 'bth00000005' }]], 'no veth yet for .7: not listed');
   t.deepEqual([...w.remotes], [['198.18.0.9', '198.19.0.12']]);
+  t.true(w.present.has('bth00000005'));
+});
+
+test('a retired veth (down, or off the bridge) is not a fast path target', (t) => {
+  for (const retired of [{ up: false, master: 3 }, { up: true }, { up: true, master: 77 }]) {
+    const links = [{ name: BRIDGE_NAME, index: 3, up: true }, { name: 'bth00000005', index: 9, ...retired }];
+    const w = fastPathWant(desired, links);
+    t.is(w.peers.size, 0, JSON.stringify(retired));
+    t.true(w.present.has('bth00000005'), 'still present: its tombstone must stay');
+  }
 });
 
 test('fastPathWant without berth.vxlan has no hook', (t) => {
-  t.is(fastPathWant(desired, new Map()).vxlan, undefined);
+  t.is(fastPathWant(desired, []).vxlan, undefined);
 });
 
 test('diffMap: applying the diff to have gives want', (t) => {

@@ -9,7 +9,16 @@
  * Only pods whose veth exists are listed, and only remote pods that have a
  * route: the fast path shortcuts the routes, it never knows more than they do.
  */
-import { VXLAN_NAME, type Desired } from './desired';
+import { BRIDGE_NAME, VXLAN_NAME, type Desired } from './desired';
+
+/** What the fast path needs to know of one host link. */
+export interface LinkView {
+  name: string;
+  index: number;
+  up?: boolean;
+  /** ifindex of the link's master (the bridge a veth is a port of). */
+  master?: number;
+}
 
 export interface LocalPeer {
   /** ifindex of the host-side veth. */
@@ -20,24 +29,34 @@ export interface LocalPeer {
 export interface FastPathWant {
   /** berth.vxlan's ifindex; undefined while it doesn't exist. */
   vxlan?: number;
+  /** Every link name on the host, in service or not (retired veths included). */
+  present: Set<string>;
   /** local pod ip -> its host veth */
   peers: Map<string, LocalPeer>;
   /** remote pod ip -> the owning host's underlay address */
   remotes: Map<string, string>;
 }
 
-export function fastPathWant(d: Desired, links: ReadonlyMap<string, number>): FastPathWant {
+/**
+ * A veth counts only while it is in service: up and a port of berth0. DEL
+ * retires a veth (down, off the bridge) before deleting it in the
+ * background, and a pass working from a view that still shows the lease
+ * bound must not point the address back at it.
+ */
+export function fastPathWant(d: Desired, links: readonly LinkView[]): FastPathWant {
+  const byName = new Map(links.map((l) => [l.name, l]));
+  const bridge = byName.get(BRIDGE_NAME)?.index;
   const peers = new Map<string, LocalPeer>();
   for (const l of d.locals ?? []) {
-    const index = links.get(l.veth);
-    if (index !== undefined) peers.set(l.ip, { index, veth: l.veth });
+    const v = byName.get(l.veth);
+    if (v && v.up && bridge !== undefined && v.master === bridge) peers.set(l.ip, { index: v.index, veth: l.veth });
   }
   const remotes = new Map<string, string>();
   for (const r of d.routes) {
     if (r.dev !== VXLAN_NAME || !r.via || !r.dst.endsWith('/32')) continue;
     remotes.set(r.dst.slice(0, -3), r.via);
   }
-  return { vxlan: links.get(VXLAN_NAME), peers, remotes };
+  return { vxlan: byName.get(VXLAN_NAME)?.index, present: new Set(byName.keys()), peers, remotes };
 }
 
 export interface MapDiff<V> {

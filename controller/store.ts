@@ -155,6 +155,9 @@ export class LeaseStore {
       if (movingAway && !fresh) continue;
       const hostAlive = movingAway ? (await readKey(this.etcd, keys.host(holder.host))).value !== null : true;
       const decision = decideBind(snap.lease, req, now, () => hostAlive);
+      // "Already bound to you" is an answer the view may give after etcd moved on (a release
+      // this replica made a moment ago, not yet seen): confirm it with a fresh read.
+      if (!decision.next && !fresh) continue;
       if (!decision.next) return this.bound(pool, snap.lease, BigInt(snap.lease.revision), false);
       const compares: Compare[] = [
         [keys.lease(poolName, snap.lease.ip), 'Mod', snap.lease.revision],

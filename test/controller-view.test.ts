@@ -2,7 +2,7 @@
  * The controller's watch-fed view against a real etcd: it follows writes, and
  * when its watch is lost after a compaction it relists and misses nothing.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { keys } from '../common/keys';
 import { silentLogger } from '../common/log';
 import { ClusterView } from '../controller/view';
@@ -41,7 +41,8 @@ test('the view follows writes and recovers from a lost watch after compaction', 
   await eventually(() => { if (!view.leasesOf('v').has('198.18.50.5')) throw new Error('watch not resumed'); });
 });
 
-test('a release decided on a stale view never frees a newer binding', async (t) => {
+/** A store over its own view and etcd, so a test can make the view lag on purpose. */
+async function storeWithView(t: ExecutionContext) {
   const etcd = await startEtcd();
   t.teardown(() => etcd.stop());
   const client = etcd.client();
@@ -49,6 +50,11 @@ test('a release decided on a stale view never frees a newer binding', async (t) 
   await view.start();
   t.teardown(() => view.close());
   const store = new LeaseStore(client, view, silentLogger);
+  return { client, view, store };
+}
+
+test('a release decided on a stale view never frees a newer binding', async (t) => {
+  const { client, view, store } = await storeWithView(t);
   await store.createPool({ name: 'sv', cidr: '198.18.52.0/24' });
   const first = await store.bind('sv', { identity: 'k8s/a/p', host: 'h1', containerId: 'old', ifName: 'eth0' });
   const ip = first.lease.ip;
@@ -64,4 +70,22 @@ test('a release decided on a stale view never frees a newer binding', async (t) 
   t.like(now, { state: 'bound', binding: { containerId: 'new' } });
   // And a release the view gets right still goes through.
   t.is((await store.release('sv', { identity: 'k8s/a/p', containerId: 'new' })).outcome, 'released');
+});
+
+test('a bind the view calls "already yours" is confirmed in etcd, so a release it has not seen is undone', async (t) => {
+  const { client, view, store } = await storeWithView(t);
+  await store.createPool({ name: 'sb', cidr: '198.18.53.0/24', holdSeconds: 60 });
+  const req = { identity: 'k8s/a/q', host: 'h1', containerId: 'c1', ifName: 'eth0' };
+  const first = await store.bind('sb', req);
+  const ip = first.lease.ip;
+  await eventually(() => { if (view.leasesOf('sb').get(ip)?.state !== 'bound') throw new Error('bind not seen'); });
+  const staleCopy = view.leasesOf('sb').get(ip)!;
+  t.is((await store.release('sb', { identity: req.identity, containerId: 'c1' })).outcome, 'released');
+  await eventually(() => { if (view.leasesOf('sb').get(ip)?.state !== 'held') throw new Error('release not seen'); });
+  // The view falls behind: it still shows c1's binding, while etcd holds the lease for the identity.
+  view.leasesOf('sb').set(ip, staleCopy);
+  const again = await store.bind('sb', req);
+  t.is(again.lease.ip, ip);
+  const now = await client.get(keys.lease('sb', ip)).json() as { state: string; binding?: { containerId: string } };
+  t.like(now, { state: 'bound', binding: { containerId: 'c1' } }, 'bound in etcd, not only in the answer');
 });

@@ -12,7 +12,10 @@
  * Map writes are ordered so that no packet can be redirected to the wrong
  * pod: CNI ADD points an address at its new veth before answering
  * (learnLocal), and DEL removes a veth's entries before the veth is retired
- * (forgetVeth). Between those, the reconcile pass repairs everything else.
+ * (forgetVeth), which also tombstones the veth: a pass that read the links
+ * or the leases before the DEL can't point the address back at it. The
+ * reconcile pass repairs everything else. The kernel is written before the
+ * mirror, so a refused write leaves a difference the next pass still sees.
  */
 import * as fs from 'node:fs';
 import { BerthError } from '../../common/errors';
@@ -37,22 +40,31 @@ interface Attached {
   fd: number;
 }
 
+/** The loopback device's ifindex in every netns. */
+const LOOPBACK_IFINDEX = 1;
+
 export class FastPath {
   private readonly peers = new Map<string, LocalPeer>();
+  /** remote pod ip -> "<vxlan ifindex>|<next hop>", exactly what its map value holds */
   private readonly remotes = new Map<string, string>();
-  private vxlanIndex: number | undefined;
+  /**
+   * Veths DEL has retired: never a target again, even for a pass that read
+   * its links before the retirement. Cleared when the name is gone from the
+   * host or an ADD plugs a new pair under it.
+   */
+  private readonly retired = new Set<string>();
   /** ingress link on berth.vxlan (key "vxlan") and egress links per veth (key = veth name) */
   private readonly links = new Map<string, Attached>();
   private closed = false;
 
+  /** bpf is the native addon; tests pass an in-memory one. */
   private constructor(
     private readonly bpf: BpfAddon,
     private readonly fds: { peerMap: number; remoteMap: number; ingress: number; egress: number },
   ) {}
 
   /** Loads the programs; throws a BerthError naming why when the kernel can't (no BPF, no tcx). */
-  static open(): FastPath {
-    const bpf = bpfAddon();
+  static open(bpf: BpfAddon = bpfAddon()): FastPath {
     const opened: number[] = [];
     try {
       const peerMap = bpf.bpfMapCreate(4, 4, MAX_LOCAL);
@@ -63,6 +75,8 @@ export class FastPath {
       opened.push(ingress);
       const egress = bpf.bpfLoadFastPath('egress', remoteMap);
       opened.push(egress);
+      // Kernels before 6.6 load the programs but have no tcx: find out now, not at every pass.
+      fs.closeSync(bpf.tcxAttachIngress(ingress, LOOPBACK_IFINDEX));
       return new FastPath(bpf, { peerMap, remoteMap, ingress, egress });
     } catch (e) {
       for (const fd of opened) fs.closeSync(fd);
@@ -79,26 +93,24 @@ export class FastPath {
     const failed: string[] = [];
     if (this.closed) return { ops: 0, failed };
     let ops = 0;
+    for (const veth of this.retired) if (!want.present.has(veth)) this.retired.delete(veth);
+    const wantPeers = new Map([...want.peers].filter(([, p]) => !this.retired.has(p.veth)));
     // Maps first, then attachments: a program never runs against entries older than its hook.
-    const peers = diffMap(want.peers, this.peers, (a, b) => a.index === b.index && a.veth === b.veth);
+    const peers = diffMap(wantPeers, this.peers, (a, b) => a.index === b.index && a.veth === b.veth);
     for (const ip of peers.del) ops += this.dropPeer(ip);
     for (const [ip, p] of peers.set) ops += this.setPeer(ip, p);
-    const remotes = want.vxlan === undefined ? { set: [], del: [...this.remotes.keys()] }
-      : diffMap(want.remotes, this.remotes, (a, b) => a === b);
-    if (want.vxlan !== this.vxlanIndex) {
-      // berth.vxlan was recreated: every egress entry names its old ifindex.
-      this.vxlanIndex = want.vxlan;
-      for (const ip of this.remotes.keys()) if (!remotes.del.includes(ip)) remotes.set.push([ip, this.remotes.get(ip)!]);
-    }
+    const wantRemotes = new Map<string, string>();
+    if (want.vxlan !== undefined) for (const [ip, nh] of want.remotes) wantRemotes.set(ip, `${want.vxlan}|${nh}`);
+    const remotes = diffMap(wantRemotes, this.remotes, (a, b) => a === b);
     for (const ip of remotes.del) {
       this.bpf.bpfMapDelete(this.fds.remoteMap, ip4(ip));
       this.remotes.delete(ip);
       ops++;
     }
-    for (const [ip, nh] of remotes.set) {
-      if (this.vxlanIndex === undefined) break;
-      this.bpf.bpfMapUpdate(this.fds.remoteMap, ip4(ip), Buffer.concat([u32(this.vxlanIndex), ip4(nh)]));
-      this.remotes.set(ip, nh);
+    for (const [ip, value] of remotes.set) {
+      const [vxlan, nh] = value.split('|');
+      this.bpf.bpfMapUpdate(this.fds.remoteMap, ip4(ip), Buffer.concat([u32(Number(vxlan)), ip4(nh)]));
+      this.remotes.set(ip, value);
       ops++;
     }
     const tryAttach = (key: string, name: string, index: number | undefined, prog: number) => {
@@ -109,7 +121,7 @@ export class FastPath {
       }
     };
     tryAttach('vxlan', '', want.vxlan, this.fds.ingress);
-    const veths = new Map([...want.peers.values()].map((p) => [p.veth, p.index]));
+    const veths = new Map([...wantPeers.values()].map((p) => [p.veth, p.index]));
     for (const [key] of this.links) if (key !== 'vxlan' && !veths.has(key)) ops += this.detach(key);
     for (const [veth, index] of veths) tryAttach(veth, veth, index, this.fds.egress);
     return { ops, failed };
@@ -118,7 +130,11 @@ export class FastPath {
   /** CNI ADD: ip now lives behind this veth, from this moment (the pass would get there later). */
   learnLocal(ip: string, veth: string, index: number): void {
     if (this.closed) return;
-    if (this.remotes.delete(ip)) this.bpf.bpfMapDelete(this.fds.remoteMap, ip4(ip));
+    this.retired.delete(veth);
+    if (this.remotes.has(ip)) {
+      this.bpf.bpfMapDelete(this.fds.remoteMap, ip4(ip));
+      this.remotes.delete(ip);
+    }
     this.setPeer(ip, { index, veth });
     this.attach(veth, veth, index, this.fds.egress);
   }
@@ -126,6 +142,7 @@ export class FastPath {
   /** CNI DEL/GC: nothing may be redirected into this veth any more. */
   forgetVeth(veth: string): void {
     if (this.closed) return;
+    this.retired.add(veth);
     for (const [ip, p] of this.peers) if (p.veth === veth) this.dropPeer(ip);
     this.detach(veth);
   }
@@ -139,8 +156,8 @@ export class FastPath {
   }
 
   /** For tests and logs. */
-  stats(): { peers: number; remotes: number; links: number } {
-    return { peers: this.peers.size, remotes: this.remotes.size, links: this.links.size };
+  stats(): { peers: number; remotes: number; links: number; retired: number } {
+    return { peers: this.peers.size, remotes: this.remotes.size, links: this.links.size, retired: this.retired.size };
   }
 
   private setPeer(ip: string, p: LocalPeer): number {

@@ -96,9 +96,8 @@ static int load(const struct bpf_insn *insns, size_t n, const char *name, char *
   attr.log_size = (uint32_t)log_size;
   attr.log_level = 1;
   strncpy(attr.prog_name, name, sizeof(attr.prog_name) - 1);
-  int fd = (int)sys_bpf(BPF_PROG_LOAD, &attr);
-  if (fd >= 0) log[0] = 0;
-  return fd;
+  log[0] = 0;
+  return (int)sys_bpf(BPF_PROG_LOAD, &attr);
 }
 
 static int load_ingress(int map_fd, char *log, size_t log_size) {

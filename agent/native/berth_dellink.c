@@ -60,7 +60,8 @@ static int send_dellink(int fd, const char *name) {
       if (errno == EINTR) continue;
       return errno;
     }
-    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+    int len = (int)n; /* signed, as NLMSG_NEXT may take it below zero */
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_seq != 1 || h->nlmsg_type != NLMSG_ERROR) continue;
       const struct nlmsgerr *e = (const struct nlmsgerr *)NLMSG_DATA(h);
       return -e->error; /* 0 is the ACK */
