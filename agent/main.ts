@@ -6,21 +6,15 @@
  * semantics: docs/agent.md.
  */
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_AGENT_SOCKET } from '../common/agent-protocol';
-import { splitEndpoints } from '../common/etcd';
+import { addEtcdOptions, etcdConnectionFrom, oneLineErrors, positiveInt, readTokenFile } from '../common/daemon-cli';
 import { castError } from '../common/errors';
 import { NAME_RE } from '../common/keys';
 import { createLogger } from '../common/log';
 import { DEFAULT_VNI } from '../common/records';
 import { Agent } from './daemon';
 
-const positiveInt = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer');
-  return n;
-};
 const vni = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 0xffffff) throw new InvalidArgumentError('must be 1..16777215');
@@ -35,12 +29,8 @@ const ipv4 = (v: string) => {
   return v;
 };
 
-const program = new Command('berth-agent')
-  .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')
-  .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs (http(s):// or unix:///path)', process.env.BERTH_ETCD_ENDPOINTS ?? 'http://127.0.0.1:2379')
-  .option('--etcd-ca <file>', 'CA bundle for etcd TLS')
-  .option('--etcd-cert <file>', 'client certificate for etcd TLS')
-  .option('--etcd-key <file>', 'client key for etcd TLS')
+const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
+  .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')))
   .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path', process.env.BERTH_CONTROLLER ?? 'http://127.0.0.1:7480')
   .option('--token-file <file>', 'bearer token for the controller API')
   .option('--host <name>', 'this host\'s name in etcd', name, hostname().toLowerCase())
@@ -52,19 +42,16 @@ const program = new Command('berth-agent')
   .option('--vni <n>', 'VXLAN network identifier', vni, DEFAULT_VNI)
   .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
   .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
-  .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1')
-  .showHelpAfterError(false)
-  .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+  .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1');
 
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts();
   const log = createLogger({ component: 'agent' });
   if (!o.underlayIp && !o.underlayDev) program.error('error: one of --underlay-ip or --underlay-dev is required');
-  const token = o.tokenFile ? readFileSync(o.tokenFile, 'utf8').trim() : undefined;
   const agent = new Agent({
-    etcd: { endpoints: splitEndpoints(o.etcdEndpoints), caFile: o.etcdCa, certFile: o.etcdCert, keyFile: o.etcdKey },
-    controllerUrl: o.controller, token, host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
+    etcd: etcdConnectionFrom(o),
+    controllerUrl: o.controller, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
     socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, fastPath: !!o.fastPath, log,
   });
   let stopping = false;

@@ -3,42 +3,27 @@
  * berth-controller: the lease authority. Many replicas may run against one
  * etcd; they coordinate only through etcd transactions and one election.
  */
-import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError } from 'commander';
-import { splitEndpoints } from '../common/etcd';
+import { Command } from 'commander';
+import { addEtcdOptions, etcdConnectionFrom, oneLineErrors, positiveInt, readTokenFile } from '../common/daemon-cli';
 import { castError } from '../common/errors';
 import { createLogger } from '../common/log';
 import { startController } from './app';
 
-const positiveInt = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer');
-  return n;
-};
-
-const program = new Command('berth-controller')
-  .description('Berth lease authority: pools, hosts and stable address leases in etcd, served over HTTP')
-  .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs', process.env.BERTH_ETCD_ENDPOINTS ?? 'http://127.0.0.1:2379')
-  .option('--etcd-ca <file>', 'CA bundle for etcd TLS')
-  .option('--etcd-cert <file>', 'client certificate for etcd TLS')
-  .option('--etcd-key <file>', 'client key for etcd TLS')
+const program = oneLineErrors(addEtcdOptions(new Command('berth-controller')
+  .description('Berth lease authority: pools, hosts and stable address leases in etcd, served over HTTP')))
   .option('--listen <addr...>', 'HTTP listen addresses: host:port or unix:///path (mode 0600)', ['127.0.0.1:7480'])
   .option('--token-file <file>', 'require this bearer token on every API call')
   .option('--sweep-ms <ms>', 'expiry sweep interval', positiveInt, 1000)
   .option('--history-max-age-hours <h>', 'keep lease history this long', positiveInt, 168)
-  .option('--history-max-per-address <n>', 'keep at most this many events per address', positiveInt, 200)
-  .showHelpAfterError(false)
-  .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+  .option('--history-max-per-address <n>', 'keep at most this many events per address', positiveInt, 200);
 
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts();
   const log = createLogger({ component: 'controller' });
-  let token: string | undefined;
-  if (o.tokenFile) token = readFileSync(o.tokenFile, 'utf8').trim();
   const ctl = await startController({
-    etcd: { endpoints: splitEndpoints(o.etcdEndpoints), caFile: o.etcdCa, certFile: o.etcdCert, keyFile: o.etcdKey },
-    listen: o.listen, token, sweepMs: o.sweepMs,
+    etcd: etcdConnectionFrom(o),
+    listen: o.listen, token: readTokenFile(o.tokenFile), sweepMs: o.sweepMs,
     historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, log,
   });
   const shutdown = (sig: string) => {
