@@ -8,8 +8,8 @@
  * Target: p99 < 100 ms.
  */
 import { listRoutes } from '../agent/kernel';
-import { startCluster } from '../test/harness/cluster';
-import { eventually } from '../test/harness/eventually';
+import { startCluster } from '../sim/cluster';
+import { eventually } from '../sim/eventually';
 
 const MOVES = Number(process.env.BENCH_MOVES ?? 50);
 

@@ -11,7 +11,7 @@ import type { Host, LeaseView } from '../common/records';
 import { desiredState, vtepMacFor } from '../agent/desired';
 import { ensureBridge, ensureVxlan, openNetlinkIn, warmThreadPool } from '../agent/kernel';
 import { Reconciler } from '../agent/reconciler';
-import { Lab, UNDERLAY_MTU } from '../test/harness/netns';
+import { Lab, UNDERLAY_MTU } from '../sim/netns';
 
 const ENDPOINTS = Number(process.env.BENCH_ENDPOINTS ?? 10_000);
 const HOSTS = 100;

@@ -20,12 +20,12 @@
  *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
  */
 import { execFileSync } from 'node:child_process';
-import { execWithStdin } from '../cni/testing/exec';
+import { execWithStdin } from '../sim/exec';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { startCluster, type Cluster } from '../test/harness/cluster';
-import { randomTag } from '../test/harness/netns';
+import { startCluster, type Cluster } from '../sim/cluster';
+import { randomTag } from '../sim/netns';
 
 const N = Number(process.env.BENCH_CNI_N ?? 40);
 const FLOOR_N = Number(process.env.BENCH_CNI_FLOOR_N ?? 30);

@@ -12,8 +12,8 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ControllerClient } from '../common/controller-client';
-import { freePort, startEtcd } from '../test/harness/etcd';
-import { eventually } from '../test/harness/eventually';
+import { freePort, startEtcd } from '../sim/etcd';
+import { eventually } from '../sim/eventually';
 
 const COUNT = Number(process.argv[process.argv.indexOf('--count') + 1]) || 2000;
 const LEVELS = [1, 16, 64];

@@ -32,8 +32,8 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { overlayMtu } from '../agent/desired';
-import { startCluster } from '../test/harness/cluster';
-import { UNDERLAY_MTU, nsExec, nsTry, type Netns, type SimHost } from '../test/harness/netns';
+import { startCluster } from '../sim/cluster';
+import { UNDERLAY_MTU, nsExec, nsTry, type Netns, type SimHost } from '../sim/netns';
 
 function envInt(name: string, dflt: number): number {
   const v = Number(process.env[name] ?? dflt);

@@ -13,8 +13,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants, mkdtempSync, openSync, read, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startFakeAgent, type FakeAgent } from './testing/fake-agent';
-import { BIN, ensureBundle } from './testing/exec';
+import { startFakeAgent, type FakeAgent } from '../test/doubles/fake-agent';
+import { BIN, ensureBundle } from '../sim/exec';
 
 let scratch = '';
 let netns = '';

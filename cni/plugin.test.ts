@@ -11,7 +11,7 @@ import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
 import { appendDel, readDelJournal } from '../common/del-journal';
 import { AgentUnavailable, sendAgentRequest } from './agent-client';
 import { ENV_TABLE, ifNameProblem, runPlugin, VERBS, type PluginIO } from './plugin';
-import { startFakeAgent } from './testing/fake-agent';
+import { startFakeAgent } from '../test/doubles/fake-agent';
 
 interface Run {
   code: number;

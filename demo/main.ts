@@ -15,10 +15,10 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { startCluster, type Cluster, type ClusterHost } from '../test/harness/cluster';
-import { eventually } from '../test/harness/eventually';
-import type { Netns } from '../test/harness/netns';
-import { ip, nsExec } from '../test/harness/netns';
+import { startCluster, type Cluster, type ClusterHost } from '../sim/cluster';
+import { eventually } from '../sim/eventually';
+import type { Netns } from '../sim/netns';
+import { ip, nsExec } from '../sim/netns';
 import { CniRuntime, type Attachment } from './runtime';
 
 const ROOT = join(__dirname, '../..');

@@ -26,11 +26,11 @@ import { planChanges } from '../agent/plan';
 import { vethNameFor } from '../agent/kernel/links';
 import { warmThreadPool } from '../agent/kernel/netns';
 import { observe } from '../agent/kernel/state';
-import { ensureBundle, execPlugin, type ExecResult } from '../cni/testing/exec';
-import { startEtcd, type EtcdServer } from './harness/etcd';
+import { ensureBundle, execPlugin, type ExecResult } from '../sim/exec';
+import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { startSite, type Site } from './harness/cni-site';
-import { nsExec, nsTry } from './harness/netns';
-import { eventually } from './harness/eventually';
+import { nsExec, nsTry } from '../sim/netns';
+import { eventually } from '../sim/eventually';
 
 let etcd: EtcdServer;
 let ctl: RunningController;

@@ -7,9 +7,9 @@
  */
 import test from 'ava';
 import { vtepMacFor } from '../agent/desired';
-import { startCluster, type Cluster, type LogLine } from './harness/cluster';
-import { eventually } from './harness/eventually';
-import { nsExec, tcpProbe } from './harness/netns';
+import { startCluster, type Cluster, type LogLine } from '../sim/cluster';
+import { eventually } from '../sim/eventually';
+import { nsExec, tcpProbe } from '../sim/netns';
 
 let c: Cluster;
 

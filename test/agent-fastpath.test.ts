@@ -10,9 +10,9 @@
 import test from 'ava';
 import type { AgentRequest } from '../common/agent-protocol';
 import { sendAgentRequest } from '../cni/agent-client';
-import { startCluster, type Cluster } from './harness/cluster';
-import { eventually } from './harness/eventually';
-import { nsExec, tcpProbe, type Netns } from './harness/netns';
+import { startCluster, type Cluster } from '../sim/cluster';
+import { eventually } from '../sim/eventually';
+import { nsExec, tcpProbe, type Netns } from '../sim/netns';
 
 let c: Cluster;
 

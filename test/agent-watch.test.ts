@@ -13,10 +13,10 @@ import { desiredState, vtepMacFor } from '../agent/desired';
 import { openNetlinkIn, warmThreadPool } from '../agent/kernel';
 import { Reconciler } from '../agent/reconciler';
 import { EtcdSource } from '../agent/source';
-import { startCluster } from './harness/cluster';
-import { startEtcd } from './harness/etcd';
-import { eventually } from './harness/eventually';
-import { Lab, UNDERLAY_MTU, nsExec } from './harness/netns';
+import { startCluster } from '../sim/cluster';
+import { startEtcd } from '../sim/etcd';
+import { eventually } from '../sim/eventually';
+import { Lab, UNDERLAY_MTU, nsExec } from '../sim/netns';
 
 test.before(async () => {
   await warmThreadPool();

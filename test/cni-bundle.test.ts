@@ -6,7 +6,7 @@
 import test from 'ava';
 import { readFileSync, statSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
-import { BIN, ensureBundle, execPlugin } from '../cni/testing/exec';
+import { BIN, ensureBundle, execPlugin } from '../sim/exec';
 
 test.before(() => ensureBundle());
 

@@ -9,8 +9,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { CniResult } from '../common/cni-types';
 import { SUPPORTED_VERSIONS, parseResult, projectToVersion, versionAtLeast } from '../common/cni-version';
-import { startFakeAgent, type FakeAgent } from '../cni/testing/fake-agent';
-import { ensureBundle, execPlugin } from '../cni/testing/exec';
+import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
+import { ensureBundle, execPlugin } from '../sim/exec';
 
 const TUNING = '/usr/lib/cni/tuning';
 const NS = `berth-cni-chain-${process.pid}`;

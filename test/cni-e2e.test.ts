@@ -11,11 +11,11 @@ import { existsSync } from 'node:fs';
 import { silentLogger } from '../common/log';
 import { startController, type RunningController } from '../controller/app';
 import { warmThreadPool } from '../agent/kernel/netns';
-import { BIN, ensureBundle, execWithStdin, type ExecResult } from '../cni/testing/exec';
-import { startEtcd, type EtcdServer } from './harness/etcd';
+import { BIN, ensureBundle, execWithStdin, type ExecResult } from '../sim/exec';
+import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { startSite, type Site } from './harness/cni-site';
-import { nsExec, type Netns } from './harness/netns';
-import { eventually } from './harness/eventually';
+import { nsExec, type Netns } from '../sim/netns';
+import { eventually } from '../sim/eventually';
 
 const CNI_DIR = '/usr/lib/cni';
 const VERSION = '1.0.0';

@@ -13,8 +13,8 @@ import type { CniResult } from '../common/cni-types';
 import { BerthError } from '../common/errors';
 import { SUPPORTED_VERSIONS, toVersion, projectToVersion } from '../common/cni-version';
 import { readDelJournal } from '../common/del-journal';
-import { startFakeAgent, type FakeAgent, type Responder } from '../cni/testing/fake-agent';
-import { ensureBundle, execPlugin } from '../cni/testing/exec';
+import { startFakeAgent, type FakeAgent, type Responder } from './doubles/fake-agent';
+import { ensureBundle, execPlugin } from '../sim/exec';
 
 const NETNS_NAME = `berth-cni-exec-${process.pid}`;
 let netns = '';

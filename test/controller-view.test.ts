@@ -7,8 +7,8 @@ import { keys } from '../common/keys';
 import { silentLogger } from '../common/log';
 import { ClusterView } from '../controller/view';
 import { LeaseStore } from '../controller/store';
-import { startEtcd } from './harness/etcd';
-import { eventually } from './harness/eventually';
+import { startEtcd } from '../sim/etcd';
+import { eventually } from '../sim/eventually';
 
 const lease = (ip: string, identity: string) => JSON.stringify({ pool: 'v', ip, identity, state: 'bound', pinned: false, createdAt: '', updatedAt: '' });
 

@@ -8,8 +8,8 @@ import { ControllerClient } from '../common/controller-client';
 import { isBerthError, type BerthError } from '../common/errors';
 import { keys } from '../common/keys';
 import { silentLogger } from '../common/log';
-import { startEtcd, type EtcdServer } from './harness/etcd';
-import { eventually } from './harness/eventually';
+import { startEtcd, type EtcdServer } from '../sim/etcd';
+import { eventually } from '../sim/eventually';
 
 let etcd: EtcdServer;
 let a: RunningController;

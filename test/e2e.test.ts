@@ -12,9 +12,9 @@ import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniRuntime, type Attachment } from '../demo/runtime';
-import { startCluster, type Cluster, type ClusterHost } from './harness/cluster';
-import { eventually } from './harness/eventually';
-import { ip, type Netns } from './harness/netns';
+import { startCluster, type Cluster, type ClusterHost } from '../sim/cluster';
+import { eventually } from '../sim/eventually';
+import { ip, type Netns } from '../sim/netns';
 
 const ROOT = join(__dirname, '../..');
 interface P { name: string; host: ClusterHost; ns: Netns; att: Attachment; ip: string; result: unknown }

@@ -14,8 +14,8 @@ import { openNetnsFd, warmThreadPool, withNetns, writeSysctl } from '../agent/ke
 import { isErrno } from '../agent/kernel/nl';
 import { attachPod, detachPod } from '../agent/kernel/pod';
 import { apply, observe } from '../agent/kernel/state';
-import { eventually } from './harness/eventually';
-import { Lab, UNDERLAY_MTU, ip, nsExec, tcpProbe, type SimHost } from './harness/netns';
+import { eventually } from '../sim/eventually';
+import { Lab, UNDERLAY_MTU, ip, nsExec, tcpProbe, type SimHost } from '../sim/netns';
 
 const POOL = { name: 'default', cidr: '198.18.0.0/16', gateway: '198.18.0.1' };
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
 import { ControllerClient } from '../../common/controller-client';
 import { silentLogger } from '../../common/log';
-import { freePort, startEtcd, type EtcdServer } from '../../test/harness/etcd';
+import { freePort, startEtcd, type EtcdServer } from '../../sim/etcd';
 import { startController, type RunningController } from '../app';
 
 const MAIN = join(__dirname, 'main.js');

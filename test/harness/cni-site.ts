@@ -18,8 +18,8 @@ import type { CniDeps, CniHandler, CniServer } from '../../agent/cni-api';
 import { ensureBridge } from '../../agent/kernel/links';
 import { openNetlinkIn } from '../../agent/kernel/netns';
 import type { Netlink } from '../../agent/kernel/nl';
-import { execPlugin, type ExecResult } from '../../cni/testing/exec';
-import { Lab, randomTag, type Netns } from './netns';
+import { execPlugin, type ExecResult } from '../../sim/exec';
+import { Lab, randomTag, type Netns } from '../../sim/netns';
 
 export interface Site {
   lab: Lab;

@@ -1,7 +1,7 @@
 /**
  * A whole Berth cluster on one machine, for integration tests, benchmarks
  * and the demo: a real etcd, a real controller, N simulated hosts (network
- * namespaces on one underlay bridge, test/harness/netns.ts) and one real
+ * namespaces on one underlay bridge, sim/netns.ts) and one real
  * `berth-agent` process per host, started with `ip netns exec` exactly as
  * an operator would start it on a node. Nothing runs in or changes the
  * root network namespace: agents reach etcd and the controller over unix
@@ -44,21 +44,21 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { isBerthError } from '../../common/errors';
-import { keys } from '../../common/keys';
-import { ControllerClient } from '../../common/controller-client';
-import { silentLogger } from '../../common/log';
-import type { Host, Lease, LeaseView } from '../../common/records';
-import { startController, type RunningController } from '../../controller/app';
-import { desiredState, overlayMtu, vtepMacFor } from '../../agent/desired';
-import { attachPod, detachPod, observe, openNetlinkIn, warmThreadPool, type Netlink } from '../../agent/kernel';
-import { planChanges } from '../../agent/plan';
+import { isBerthError } from '../common/errors';
+import { keys } from '../common/keys';
+import { ControllerClient } from '../common/controller-client';
+import { silentLogger } from '../common/log';
+import type { Host, Lease, LeaseView } from '../common/records';
+import { startController, type RunningController } from '../controller/app';
+import { desiredState, overlayMtu, vtepMacFor } from '../agent/desired';
+import { attachPod, detachPod, observe, openNetlinkIn, warmThreadPool, type Netlink } from '../agent/kernel';
+import { planChanges } from '../agent/plan';
 import { startEtcd, type EtcdServer } from './etcd';
 import { eventually } from './eventually';
 import { Lab, UNDERLAY_MTU, nsTry, randomTag, type Netns, type SimHost } from './netns';
 
-/** dist/test/harness/cluster.js -> dist/agent/main.js */
-export const AGENT_MAIN = path.join(__dirname, '../../agent/main.js');
+/** dist/sim/cluster.js -> dist/agent/main.js */
+export const AGENT_MAIN = path.join(__dirname, '../agent/main.js');
 
 export interface ClusterOptions {
   hosts: number;
