@@ -13,6 +13,8 @@ import type { Netlink } from './kernel/nl';
 export interface CniDeps {
   /** This host's name, as registered in etcd. */
   host: string;
+  /** The one pool this host's agent serves (its berth0 gateway, its routes): ADD refuses any other. */
+  pool: string;
   controller: ControllerClient;
   /** A netlink socket in the host's network namespace (the agent's own), shared by concurrent requests. */
   hostNetlink: Netlink;

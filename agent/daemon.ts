@@ -154,6 +154,7 @@ export class Agent {
     const etcd = this.etcd;
     const handler = createCniHandler({
       host: o.host,
+      pool: o.pool,
       controller: this.controller,
       hostNetlink: (this.cniNetlink = openNetlink()),
       openHostNetlink: () => openNetlink(),

@@ -32,6 +32,8 @@ export interface BindRequest {
   host: string;
   containerId: string;
   ifName: string;
+  /** The CNI network name of the attachment; recorded in the binding. */
+  network?: string;
   /** Ask for a specific address (CNI `ips` capability); must be free or already this identity's. */
   ip?: string;
 }
@@ -50,6 +52,12 @@ export interface ReleaseRequest {
   ip?: string;
   /** Fencing: only the container that holds the binding can release it. */
   containerId: string;
+  /**
+   * Fencing by interface too, when given: a binding of the same container on
+   * another interface is left alone (outcome 'stale'). A DEL of one interface
+   * never releases the address another interface holds.
+   */
+  ifName?: string;
 }
 
 export interface ReleaseResponse {

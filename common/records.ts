@@ -24,6 +24,13 @@ export interface Binding {
   host: string;
   containerId: string;
   ifName: string;
+  /**
+   * The CNI network name (the conflist's `name`) the attachment was made
+   * through: with containerId and ifName it keys the attachment (CNI SPEC),
+   * and GC only considers its own network's. Absent on bindings written
+   * before it was recorded (or by an agent that does not send it).
+   */
+  network?: string;
   boundAt: string;
 }
 

@@ -53,8 +53,19 @@ export function decideBind(cur: Lease, req: BindRequest, now: string, hostAlive:
   if (cur.state === 'bound' && cur.binding) {
     const b = cur.binding;
     if (b.containerId === req.containerId && b.host === req.host) {
-      if (b.ifName === req.ifName) return { next: null, event: null };
-      const next: Lease = { ...cur, binding: { ...b, ifName: req.ifName }, updatedAt: now };
+      // One address per identity: a second interface of this container (net1 beside eth0, the
+      // same network or another one on this pool) may not take it over. It used to, and the
+      // first interface then lost its address on the second one's DEL.
+      if (b.ifName !== req.ifName) {
+        throw new BerthError(
+          'InterfaceConflict',
+          `${cur.identity} holds ${cur.ip} through interface ${b.ifName}${b.network ? ` (network ${b.network})` : ''} of container ${b.containerId}; `
+          + `interface ${req.ifName}${req.network ? ` (network ${req.network})` : ''} cannot have it too: give that attachment its own BERTH_IDENTITY, or DEL ${b.ifName} first`,
+        );
+      }
+      // The same attachment again. Record its network when the binding predates recording it.
+      if (req.network === undefined || b.network === req.network) return { next: null, event: null };
+      const next: Lease = { ...cur, binding: { ...b, network: req.network }, updatedAt: now };
       return { next, event: event('rebound', cur, next, now, req.host) };
     }
     if (hostAlive(b.host)) {
@@ -79,7 +90,16 @@ function rebind(cur: Lease, req: BindRequest, now: string): Lease {
 }
 
 function bindingOf(req: BindRequest, now: string): Binding {
-  return { host: req.host, containerId: req.containerId, ifName: req.ifName, boundAt: now };
+  return { host: req.host, containerId: req.containerId, ifName: req.ifName, ...(req.network !== undefined ? { network: req.network } : {}), boundAt: now };
+}
+
+/**
+ * A release fenced by interface (ReleaseRequest.ifName) that names another
+ * interface than the binding's: the address belongs to that other
+ * attachment of the container, and the release must leave it alone.
+ */
+export function bindingOnOtherInterface(cur: Lease, fence: { containerId: string; ifName?: string }): boolean {
+  return cur.state === 'bound' && cur.binding?.containerId === fence.containerId && fence.ifName !== undefined && cur.binding.ifName !== fence.ifName;
 }
 
 export type ReleaseOutcome = 'released' | 'already-held' | 'stale';

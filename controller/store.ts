@@ -18,7 +18,8 @@ import { DEFAULT_HOLD_SECONDS, type Lease, type LeaseView, type Pool, type PoolU
 import { capacity, checkRequested, poolSpace, type PoolSpace } from './allocator';
 import { AllocationBatcher } from './batcher';
 import { Backoff } from './backoff';
-import { decideBind, decideOperatorFree, decidePin, decideRelease, newLease } from './lease-rules';
+import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decideRelease, newLease } from './lease-rules';
+import { NAME_RE as CNI_NAME_RE } from '../common/cni-config';
 import { commitIf, del, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
 import type { ClusterView } from './view';
 
@@ -182,13 +183,14 @@ export class LeaseStore {
 
   async release(poolName: string, req: ReleaseRequest): Promise<ReleaseResponse> {
     if (typeof req?.containerId !== 'string' || req.containerId === '') throw new BerthError('InvalidRequest', 'containerId', 'containerId is required to release');
+    if (req.ifName !== undefined && typeof req.ifName !== 'string') throw new BerthError('InvalidRequest', 'ifName', 'ifName must be a string');
     const pool = await this.pool(poolName);
     // First from the watch-fed view, as bind does: the commit compares the
     // lease's mod revision, so a stale view costs one more round, never a
     // wrong release. Its negative answers (no lease, not this container's)
     // are never final: those come from etcd below.
     const cached = this.viewLease(poolName, req);
-    if (cached) {
+    if (cached && !bindingOnOtherInterface(cached, req)) {
       const d = decideRelease(cached, req.containerId, pool.holdSeconds, this.now());
       if (d.next) {
         const rev = await commitIf(this.etcd, [[keys.lease(poolName, cached.ip), 'Mod', cached.revision]],
@@ -201,6 +203,7 @@ export class LeaseStore {
       if (attempt > 0) await backoff.next();
       const lease = await this.readLease(poolName, req);
       if (!lease) return { outcome: 'not-found' };
+      if (bindingOnOtherInterface(lease, req)) return { outcome: 'stale', lease };
       const d = decideRelease(lease, req.containerId, pool.holdSeconds, this.now());
       if (!d.next) return { outcome: d.outcome, lease };
       const rev = await commitIf(this.etcd, [[keys.lease(poolName, lease.ip), 'Mod', lease.revision]],
@@ -329,4 +332,7 @@ function validateBind(req: BindRequest): void {
   str(req.ifName, 'ifName', 15);
   if (typeof req.host !== 'string' || !NAME_RE.test(req.host)) throw new BerthError('InvalidRequest', String(req.host), 'host must be a valid host name');
   if (req.ip !== undefined && (typeof req.ip !== 'string' || !isIp(req.ip))) throw new BerthError('InvalidRequest', String(req.ip), 'ip must be an IP address');
+  if (req.network !== undefined && (typeof req.network !== 'string' || req.network.length > 256 || !CNI_NAME_RE.test(req.network))) {
+    throw new BerthError('InvalidRequest', String(req.network), 'network must be a CNI network name');
+  }
 }

@@ -1,8 +1,11 @@
 /**
  * ADD: get-or-bind the identity's lease, plumb the veth, report the result.
  *
+ *   0. the config's pool must be the one this agent serves (else 7, nothing done)
  *   1. identity from CNI_ARGS (agent/identity.ts)
- *   2. controller.bind: the same identity gets its address back; at the
+ *   2. controller.bind (recording the network name in the binding; another
+ *      interface of this container already holding the identity's address
+ *      is InterfaceConflict): the same identity gets its address back; at the
  *      same time plugVeth: the veth pair into the netns, on berth0, up
  *      (it needs no address, and the two take about as long each)
  *   3. addressPod: <ip>/32, default via gateway onlink, and the host route
@@ -40,6 +43,18 @@ async function unwind(ctx: Ctx, undo: Undo[], req: AgentRequest): Promise<void> 
   }
 }
 
+/**
+ * The agent serves one pool: berth0 carries that pool's gateway and the
+ * reconciler routes only its leases. A pod leased from another pool could
+ * not reach its gateway, and the next pass would delete its host route, so
+ * such an ADD is a configuration error (CNI 7) before anything is bound.
+ */
+function checkPool(asked: string, served: string): void {
+  if (asked !== served) {
+    throw new BerthError('InvalidConfig', `pool ${asked} in the network config; this host's agent serves pool ${served}`, "the network config's pool is not the one this host serves");
+  }
+}
+
 function checkNetns(netns: string): void {
   let own: boolean;
   try {
@@ -52,6 +67,7 @@ function checkNetns(netns: string): void {
 
 export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
   const { deps } = ctx;
+  checkPool(req.pool, deps.pool);
   const { identity } = identityFor(req.args, req.containerId);
   if (req.ips && req.ips.length > 1) {
     throw new BerthError('InvalidRequest', `ips: ${req.ips.join(',')}`, 'berth assigns one address per attachment');
@@ -64,7 +80,7 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const mtu = req.mtu ?? deps.overlayMtu;
       const [bind, plug] = await Promise.allSettled([
         deps.controller.bind(req.pool, {
-          identity, host: deps.host, containerId: req.containerId, ifName: req.ifName, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
+          identity, host: deps.host, containerId: req.containerId, ifName: req.ifName, network: req.network, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
         }),
         plugVeth(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}) }),
       ]);

@@ -1,7 +1,8 @@
 /**
  * CHECK: is the attachment still what ADD made? Verifies, and reports every
  * mismatch at once as CheckFailed (113) with details naming each:
- *   - the lease: bound, to this host, this container and this ifName, and
+ *   - the lease: bound, to this host, this container and this ifName (and
+ *     this network, when the binding records one), and
  *     the address prevResult reported;
  *   - inside the netns: the interface exists, is up, has <ip>/32, the MTU
  *     (prevResult's, else the configured one) and prevResult's MAC, and the
@@ -27,6 +28,7 @@ function leaseProblems(l: LeaseView | undefined, req: AgentRequest, host: string
   if (b.host !== host) out.push(`lease ${l.ip} is bound to host ${b.host}, not ${host}`);
   if (b.containerId !== req.containerId) out.push(`lease ${l.ip} is bound to container ${b.containerId}`);
   if (b.ifName !== req.ifName) out.push(`lease ${l.ip} is bound to interface ${b.ifName}`);
+  if (b.network !== undefined && b.network !== req.network) out.push(`lease ${l.ip} is bound through network ${b.network}, not ${req.network}`);
   return out;
 }
 

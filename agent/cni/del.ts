@@ -8,8 +8,9 @@
  * Finding the lease: by identity when CNI_ARGS name one; when the release
  * finds nothing under that identity (no CNI_ARGS on DEL, as some runtimes
  * send it, or different ones than ADD had), by binding: this host's bound
- * lease with this (containerId, ifName). Release is fenced by containerId,
- * so it can never take an address from a newer container.
+ * lease with this (containerId, ifName). Release is fenced by containerId
+ * and ifName, so it can never take an address from a newer container, nor
+ * from another interface of this one (whose veth and route it leaves alone).
  *
  * Controller unreachable: the veth is removed anyway (the container is
  * going), and DEL fails with 11 so the runtime retries it; a retry finds the
@@ -43,7 +44,8 @@ async function release(ctx: Ctx, req: AgentRequest): Promise<ReleaseResponse> {
 }
 
 async function releaseAndUnroute(ctx: Ctx, req: AgentRequest, by: { identity?: string; ip?: string }): Promise<ReleaseResponse> {
-  const r = await ctx.deps.controller.release(req.pool, { ...by, containerId: req.containerId });
+  // Fenced by interface too: a DEL of net1 never releases the address eth0 holds.
+  const r = await ctx.deps.controller.release(req.pool, { ...by, containerId: req.containerId, ifName: req.ifName });
   if (r.outcome === 'released' && r.lease) {
     // Ours until a moment ago and now held by nobody: the route can go now
     // rather than at the reconciler's next pass.

@@ -63,7 +63,7 @@ export async function startSite(t: ExecutionContext, controllerUrl: string, o: {
   const controller = new ControllerClient({ url: controllerUrl });
   t.teardown(() => controller.close());
   const deps: CniDeps = {
-    host: hostName, controller, hostNetlink: hostNl, openHostNetlink: () => openNetlinkIn(host.path), overlayMtu: 1450, journalDir, log: silentLogger,
+    host: hostName, pool, controller, hostNetlink: hostNl, openHostNetlink: () => openNetlinkIn(host.path), overlayMtu: 1450, journalDir, log: silentLogger,
     etcdHealthy: async () => true,
     markDirty: () => void dirty.n++,
   };
