@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import type { BindRequest } from '../common/api';
 import { isBerthError } from '../common/errors';
 import type { Lease } from '../common/records';
-import { decideBind, decideOperatorFree, decidePin, decideRelease, isExpired, newLease } from './lease-rules';
+import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decideRelease, isExpired, newLease } from './lease-rules';
 
 const NOW = '2026-11-23T10:00:00.000Z';
 const req = (o: Partial<BindRequest> = {}): BindRequest => ({ identity: 'k8s/web/db-0', host: 'node-a', containerId: 'c1', ifName: 'eth0', ...o });
@@ -98,6 +98,74 @@ test('property: any sequence of binds and releases keeps one identity on one add
       }
       if (l.ip !== '198.18.0.7' || l.identity !== 'k8s/web/db-0') return false;
       if ((l.state === 'bound') !== (l.binding !== undefined)) return false;
+    }
+    return true;
+  }));
+  t.pass();
+});
+
+test('a bind records the CNI network in the binding', (t) => {
+  t.is(bound({ network: 'berth' }).binding?.network, 'berth');
+  t.false('network' in (bound().binding ?? {}), 'no network field when the request names none');
+});
+
+test('a second interface of the same container cannot take the lease: InterfaceConflict, naming both', (t) => {
+  for (const network of ['berth', 'rtcnet', undefined]) {
+    const e = t.throws(() => decideBind(bound({ network: 'berth' }), req({ ifName: 'net1', network }), NOW, alive));
+    t.true(isBerthError(e));
+    if (isBerthError(e)) {
+      t.is(e.kind, 'InterfaceConflict');
+      t.false(e.retryable);
+      t.is(e.cniCode, 125);
+      t.regex(e.details ?? '', /through interface eth0 \(network berth\) of container c1; interface net1/);
+    }
+  }
+});
+
+test('the same attachment again records its network when the binding has none, and otherwise changes nothing', (t) => {
+  const legacy = bound();
+  const d = decideBind(legacy, req({ network: 'berth' }), NOW, alive);
+  t.is(d.next?.binding?.network, 'berth');
+  t.is(d.next?.binding?.ifName, 'eth0');
+  t.is(d.next?.binding?.boundAt, legacy.binding?.boundAt, 'still the same binding');
+  t.is(d.event?.kind, 'rebound');
+  t.is(decideBind(bound({ network: 'berth' }), req({ network: 'berth' }), NOW, alive).next, null);
+  t.is(decideBind(bound({ network: 'berth' }), req(), NOW, alive).next, null, 'a request without a network keeps the recorded one');
+});
+
+test('a release fenced by another interface of the same container is recognised', (t) => {
+  t.true(bindingOnOtherInterface(bound(), { containerId: 'c1', ifName: 'net1' }));
+  t.false(bindingOnOtherInterface(bound(), { containerId: 'c1', ifName: 'eth0' }));
+  t.false(bindingOnOtherInterface(bound(), { containerId: 'c1' }), 'no ifName: fenced by container only');
+  t.false(bindingOnOtherInterface(bound(), { containerId: 'c2', ifName: 'net1' }), "another container's: decideRelease calls it stale");
+  t.false(bindingOnOtherInterface(decideRelease(bound(), 'c1', 60, Date.parse(NOW)).next as Lease, { containerId: 'c1', ifName: 'net1' }));
+});
+
+test('property: while bound to one container, the lease never changes interface, and only its own interface releases it', (t) => {
+  const op = fc.record({
+    kind: fc.constantFrom('bind', 'release'), c: fc.constantFrom('c1', 'c2'), ifName: fc.constantFrom('eth0', 'net1', 'net2'),
+    network: fc.constantFrom('berth', 'rtcnet', undefined), h: fc.constantFrom('node-a', 'node-b'), hostAlive: fc.boolean(),
+  });
+  fc.assert(fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+    let l = bound({ network: 'berth' });
+    for (const o of ops) {
+      const before = l;
+      try {
+        if (o.kind === 'bind') {
+          const d = decideBind(l, req({ containerId: o.c, host: o.h, ifName: o.ifName, network: o.network }), NOW, () => o.hostAlive);
+          if (d.next) l = d.next;
+        } else if (!bindingOnOtherInterface(l, { containerId: o.c, ifName: o.ifName })) {
+          const d = decideRelease(l, o.c, 30, Date.parse(NOW));
+          if (d.next) l = d.next;
+        }
+      } catch (e) {
+        if (!isBerthError(e) || !['LeaseHeldElsewhere', 'InterfaceConflict'].includes(e.kind)) throw e;
+      }
+      const b0 = before.binding;
+      const b1 = l.binding;
+      if (b0 && b1 && b0.containerId === b1.containerId && b0.host === b1.host && b0.ifName !== b1.ifName) return false;
+      if (o.kind === 'release' && b0 && b0.containerId === o.c && b0.ifName !== o.ifName && l.state !== 'bound') return false;
+      if (b0 && b1 && b0.containerId === b1.containerId && b0.host === b1.host && b0.network !== undefined && b1.network === undefined) return false;
     }
     return true;
   }));
