@@ -29,7 +29,7 @@ import { observe } from '../agent/kernel/state';
 import { ensureBundle, execPlugin, type ExecResult } from '../sim/exec';
 import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { startSite, type Site } from './harness/cni-site';
-import { nsExec, nsTry } from '../sim/netns';
+import { nsExec, nsTry, randomTag } from '../sim/netns';
 import { eventually } from '../sim/eventually';
 
 let etcd: EtcdServer;
@@ -364,4 +364,83 @@ test('the socket answers malformed requests with Decode and keeps serving', asyn
   const srv2 = await startCniServer(sockPath, handler, silentLogger);
   t.teardown(() => srv2.close());
   t.deepEqual(JSON.parse(await rawRequest(sockPath, `${JSON.stringify(good)}\n`)), { ok: true });
+});
+
+// ---- attachments: network, interface and pool (issue 12, item 4) ----
+
+const linkState = (ns: Site['host'] | ReturnType<Site['lab']['pod']>, dev: string) => nsExec(ns, 'ip', '-o', 'link', 'show', dev);
+const re = (ip: string) => ip.replace(/\./g, '\\.');
+
+test("GC of one network never releases another network's attachments in the same pool; a binding with no recorded network goes only once its veth is gone", async (t) => {
+  const s = await site(t);
+  const a = s.lab.pod('a');
+  const b = s.lab.pod('b');
+  const c = s.lab.pod('c');
+  const onBerth = await s.cni('ADD', 'on-berth', a);
+  ok(t, onBerth, 'ADD through berth-net');
+  ok(t, await s.cni('ADD', 'on-rtc', b, { extra: { name: 'rtcnet' } }), 'ADD through rtcnet');
+  t.like(await leaseOf(s, 'k8s/web/on-berth'), { state: 'bound', binding: { network: 'berth-net' } });
+  t.like(await leaseOf(s, 'k8s/web/on-rtc'), { state: 'bound', binding: { network: 'rtcnet' } });
+  // Bindings written before the network was recorded: one still plumbed (an ADD that sent no
+  // network, as an older plugin does), one whose attachment is gone (bound, never plumbed here).
+  const legacy: Omit<AgentRequest, 'network'> = { verb: 'ADD', containerId: 'old-live', netns: c.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'web', K8S_POD_NAME: 'old-live' }, pool: s.pool };
+  t.true((await s.handler(legacy as AgentRequest)).ok); // JSON from such a plugin simply lacks the field
+  await admin.bind(s.pool, { identity: 'k8s/web/old-gone', host: s.hostName, containerId: 'old-gone', ifName: 'eth0' });
+  t.is((await leaseOf(s, 'k8s/web/old-live')).binding?.network, undefined);
+
+  ok(t, await s.cni('GC', '', undefined, { extra: { name: 'rtcnet', 'cni.dev/valid-attachments': [] } }), 'GC of rtcnet');
+  t.like(await leaseOf(s, 'k8s/web/on-rtc'), { state: 'held' }, "rtcnet's stale attachment is released");
+  t.like(await leaseOf(s, 'k8s/web/on-berth'), { state: 'bound', binding: { containerId: 'on-berth' } }, "berth-net's is not rtcnet's to judge");
+  t.like(await leaseOf(s, 'k8s/web/old-live'), { state: 'bound' }, 'no recorded network, veth in place: kept');
+  t.like(await leaseOf(s, 'k8s/web/old-gone'), { state: 'held' }, 'no recorded network, no veth: released');
+  t.regex(linkState(s.host, vethNameFor('on-berth', 'eth0')), /master berth0 .*state UP/);
+  t.regex(linkState(s.host, vethNameFor('old-live', 'eth0')), /master berth0 .*state UP/);
+  await eventually(() => {
+    if (nsTry(s.host, 'ip', 'link', 'show', vethNameFor('on-rtc', 'eth0'))) throw new Error("rtcnet's veth is still there");
+  }, { what: "the released attachment's veth deleted" });
+  t.regex(hostRoutes(s), new RegExp(`^${re(addressOf(onBerth))} dev berth0`, 'm'));
+  ok(t, await s.cni('CHECK', 'on-berth', a, { extra: { prevResult: onBerth.json } }), 'the berth-net pod is whole');
+});
+
+test('a second interface of a container is refused (125) and changes nothing; its DEL leaves the first interface whole', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  const add = await s.cni('ADD', 'two', pod);
+  ok(t, add, 'ADD eth0');
+  const ip = addressOf(add);
+  for (const extra of [{}, { name: 'rtcnet' }]) {
+    const what = extra.name ?? 'the same network';
+    const r = await s.cni('ADD', 'two', pod, { ifName: 'net1', extra });
+    t.is(r.code, 1, `${what}: ${r.stdout}`);
+    t.is(r.json?.code, 125, r.stdout);
+    t.regex(r.json.details, new RegExp(`holds ${re(ip)} through interface eth0 \\(network berth-net\\) of container two; interface net1`));
+    t.false(nsTry(pod, 'ip', 'link', 'show', 'net1'), `${what}: no net1 left in the pod`);
+    t.false(nsTry(s.host, 'ip', 'link', 'show', vethNameFor('two', 'net1')), `${what}: no net1 veth left on the host`);
+
+    ok(t, await s.cni('DEL', 'two', pod, { ifName: 'net1', extra }), `${what}: DEL net1`);
+    t.like(await leaseOf(s, 'k8s/web/two'), { ip, state: 'bound', binding: { containerId: 'two', ifName: 'eth0', network: 'berth-net' } });
+    t.regex(nsExec(pod, 'ip', 'route', 'show', 'default'), new RegExp(`default via ${re(s.gateway)} dev eth0 .*onlink`));
+    t.regex(nsExec(pod, 'ip', '-o', 'addr', 'show', 'dev', 'eth0'), new RegExp(`inet ${re(ip)}/32`));
+    t.regex(linkState(s.host, vethNameFor('two', 'eth0')), /master berth0 .*state UP/);
+    t.regex(hostRoutes(s), new RegExp(`^${re(ip)} dev berth0`, 'm'));
+    ok(t, await s.cni('CHECK', 'two', pod, { extra: { prevResult: add.json } }), `${what}: CHECK eth0 after DEL net1`);
+  }
+  ok(t, await s.cni('DEL', 'two', pod), 'DEL eth0');
+  t.like(await leaseOf(s, 'k8s/web/two'), { state: 'held' }, 'the owning interface releases it');
+});
+
+test("ADD naming a pool this host's agent does not serve is 7, names both pools, and changes nothing", async (t) => {
+  const s = await site(t);
+  const other = `p-${randomTag()}`;
+  await admin.createPool({ name: other, cidr: '198.18.9.0/24', gateway: '198.18.9.1' });
+  const pod = s.lab.pod('pod');
+  const r = await s.cni('ADD', 'elsewhere', pod, { extra: { pool: other } });
+  t.is(r.code, 1, r.stdout);
+  t.is(r.json?.code, 7, r.stdout);
+  t.is(r.json.details, `InvalidConfig: pool ${other} in the network config; this host's agent serves pool ${s.pool}`);
+  t.deepEqual((await admin.leases({ pool: other })).leases, [], 'nothing bound in the named pool');
+  t.deepEqual((await admin.leases({ pool: s.pool })).leases, [], 'nor in the served one');
+  t.false(nsTry(pod, 'ip', 'link', 'show', 'eth0'), 'no interface in the pod');
+  t.notRegex(hostVeths(s), /bth/);
+  ok(t, await s.cni('DEL', 'elsewhere', pod, { extra: { pool: other } }), 'its DEL succeeds');
 });
