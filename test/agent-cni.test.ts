@@ -444,3 +444,34 @@ test("ADD naming a pool this host's agent does not serve is 7, names both pools,
   t.notRegex(hostVeths(s), /bth/);
   ok(t, await s.cni('DEL', 'elsewhere', pod, { extra: { pool: other } }), 'its DEL succeeds');
 });
+
+test('a second interface with its own identity gets its own lease and routes only the pool, never the default route; DEL of either leaves the other whole', async (t) => {
+  const s = await site(t);
+  const pod = s.lab.pod('pod');
+  const args = 'K8S_POD_NAMESPACE=web;K8S_POD_NAME=multi';
+  const eth0 = await s.cni('ADD', 'multi', pod, { args });
+  ok(t, eth0, 'ADD eth0');
+  const net1 = await s.cni('ADD', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1' });
+  ok(t, net1, 'ADD net1 with its own identity');
+  const [ip0, ip1] = [addressOf(eth0), addressOf(net1)];
+  t.not(ip0, ip1);
+  t.like(await leaseOf(s, 'web/multi/net1'), { ip: ip1, state: 'bound', binding: { containerId: 'multi', ifName: 'net1' } });
+  t.deepEqual(net1.json.routes, [{ dst: '198.18.0.0/24', gw: s.gateway }], 'the result reports the route it made');
+  t.regex(nsExec(pod, 'ip', 'route', 'show', 'default'), new RegExp(`^default via ${re(s.gateway)} dev eth0 .*onlink\\s*$`), 'the default route stays on eth0');
+  t.regex(nsExec(pod, 'ip', 'route', 'show', '198.18.0.0/24'), new RegExp(`via ${re(s.gateway)} dev net1 .*onlink`));
+  ok(t, await s.cni('CHECK', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1', extra: { prevResult: net1.json } }), 'CHECK net1');
+  const again = await s.cni('ADD', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1' });
+  t.deepEqual(again.json, net1.json, 'a repeated ADD of net1 gives the same result');
+
+  ok(t, await s.cni('DEL', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1' }), 'DEL net1');
+  t.like(await leaseOf(s, 'k8s/web/multi'), { ip: ip0, state: 'bound', binding: { ifName: 'eth0' } });
+  t.regex(nsExec(pod, 'ip', 'route', 'show', 'default'), new RegExp(`default via ${re(s.gateway)} dev eth0`));
+  ok(t, await s.cni('CHECK', 'multi', pod, { args, extra: { prevResult: eth0.json } }), 'CHECK eth0 after DEL net1');
+
+  ok(t, await s.cni('ADD', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1' }), 'ADD net1 again');
+  ok(t, await s.cni('DEL', 'multi', pod, { args }), 'DEL eth0');
+  t.like(await leaseOf(s, 'web/multi/net1'), { ip: ip1, state: 'bound', binding: { ifName: 'net1' } });
+  t.regex(nsExec(pod, 'ip', '-o', 'addr', 'show', 'dev', 'net1'), new RegExp(`inet ${re(ip1)}/32`));
+  t.regex(linkState(s.host, vethNameFor('multi', 'net1')), /master berth0 .*state UP/);
+  t.regex(hostRoutes(s), new RegExp(`^${re(ip1)} dev berth0`, 'm'));
+});

@@ -23,6 +23,7 @@
  */
 import type { AgentRequest } from '../../common/agent-protocol';
 import type { CniResult } from '../../common/cni-types';
+import { parseCidr } from '../../common/cidr';
 import { BerthError, castError } from '../../common/errors';
 import { identityFor } from '../identity';
 import { addressPod, detachPod, plugVeth } from '../kernel/pod';
@@ -97,7 +98,7 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       if (plug.status === 'rejected') throw plug.reason;
       const bound = bind.value;
       const ip = bound.lease.ip;
-      const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway });
+      const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway, poolCidr: parseCidr(`${ip}/${bound.prefix}`).cidr });
       fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
       deps.markDirty();
       if (await dropSupersededDel(deps.journalDir, req, started)) {
@@ -110,7 +111,7 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
           { name: req.ifName, mac: att.mac, mtu, sandbox: att.sandbox },
         ],
         ips: [{ address: `${ip}/32`, gateway: bound.gateway, interface: 1 }],
-        routes: [{ dst: '0.0.0.0/0', gw: bound.gateway }],
+        routes: [{ dst: att.routeDst, gw: bound.gateway }],
       };
     } catch (e) {
       await unwind(ctx, undo, req);

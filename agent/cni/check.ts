@@ -58,7 +58,9 @@ export async function check(ctx: Ctx, req: AgentRequest): Promise<void> {
       const addrs = (await listAddresses(pod, eth.index)).map((a) => a.cidr);
       if (!addrs.includes(`${ip}/32`)) problems.push(`${req.ifName} lacks ${ip}/32 (has ${addrs.join(',') || 'none'})`);
       const routes = await listRoutes(pod, { protocol: 'any', dev: req.ifName });
-      if (!routes.some((r) => r.dst === '0.0.0.0/0' && r.via === gateway)) problems.push(`no default route via ${gateway} on ${req.ifName}`);
+      // The route ADD reported (0.0.0.0/0, or the pool for a second interface; kernel/pod.ts addressPod).
+      const wantDst = prev?.routes?.[0]?.dst ?? '0.0.0.0/0';
+      if (!routes.some((r) => r.dst === wantDst && r.via === gateway)) problems.push(`no ${wantDst === '0.0.0.0/0' ? 'default route' : `route to ${wantDst}`} via ${gateway} on ${req.ifName}`);
     });
   } catch (e) {
     problems.push(`cannot inspect ${req.netns}: ${(e as Error).message}`);

@@ -29,7 +29,7 @@ import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, ve
 import { deleteLinkOffThread, netnsOf, openNetnsFd, withNetns } from './netns';
 import type { Netlink } from './nl';
 import { nlGone } from './nl';
-import { deleteNeigh, deleteRoute, replaceRoute, type LinkIndex } from './routes';
+import { deleteNeigh, deleteRoute, listRoutes, replaceRoute, type LinkIndex } from './routes';
 import * as fs from 'node:fs';
 
 export interface PlugSpec {
@@ -67,6 +67,8 @@ export interface Attachment {
   sandbox: string;
   /** True when an intact pair from an earlier ADD was kept. */
   reused: boolean;
+  /** The destination routed via the gateway on this interface: 0.0.0.0/0, or the pool's CIDR (see addressPod). */
+  routeDst: string;
 }
 
 /** Background deletions by (netns, host veth name); the name is unique per containerId/ifName. */
@@ -203,24 +205,35 @@ async function reusePair(host: Netlink, hostVeth: string, bridgeIndex: number, s
   return { spec: s, hostVeth, hostIndex: hv.index, hostMac: hv.mac!, bridgeIndex, reused: true };
 }
 
-/** Second half of ADD: <ip>/32 and the default route in the pod, the host route. */
-export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gateway: string }): Promise<Attachment> {
+/**
+ * Second half of ADD: <ip>/32 and the default route in the pod, the host route.
+ *
+ * The default route only when no other interface of the pod has it: a
+ * second interface (its own identity, or another CNI's eth0 beside berth's
+ * net1) would otherwise take it over by replace, and the first would lose
+ * it on the second's DEL. Such an interface routes the pool's CIDR
+ * (poolCidr) via the gateway instead, as a secondary network should.
+ */
+export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gateway: string; poolCidr?: string }): Promise<Attachment> {
   const s = p.spec;
   const bridgeName = s.bridge ?? BRIDGE_NAME;
   try {
-    const mac = await withNetns(s.netns, async (pod) => {
+    const [mac, routeDst] = await withNetns(s.netns, async (pod) => {
       const eth = await getLink(pod, s.ifName);
       if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
       await ensureAddress(pod, eth.index, `${a.ip}/32`);
       const links: LinkIndex = new Map([[s.ifName, eth.index]]);
-      await replaceRoute(pod, links, { dst: '0.0.0.0/0', dev: s.ifName, via: a.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
-      return eth.mac!;
+      const defaultElsewhere = a.poolCidr !== undefined
+        && (await listRoutes(pod, { protocol: 'any' })).some((r) => r.dst === '0.0.0.0/0' && r.dev !== s.ifName);
+      const dst = defaultElsewhere ? a.poolCidr! : '0.0.0.0/0';
+      await replaceRoute(pod, links, { dst, dev: s.ifName, via: a.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
+      return [eth.mac!, dst] as const;
     });
     const bridgeIndex: LinkIndex = new Map([[bridgeName, p.bridgeIndex]]);
     await replaceRoute(host, bridgeIndex, { dst: `${a.ip}/32`, dev: bridgeName });
     // A restarted pod keeps its IP but not its MAC: drop the host's cached one.
     await deleteNeigh(host, bridgeIndex, { ip: a.ip, dev: bridgeName, mac: '' });
-    return { hostVeth: p.hostVeth, hostMac: p.hostMac, mac, sandbox: s.netns, reused: p.reused };
+    return { hostVeth: p.hostVeth, hostMac: p.hostMac, mac, sandbox: s.netns, reused: p.reused, routeDst };
   } catch (e) {
     await deleteVeth(host, p.hostVeth).catch(() => undefined);
     throw e;
