@@ -154,6 +154,8 @@ export class LeaseStore {
       const movingAway = snap.lease.state === 'bound' && holder !== undefined && holder.containerId !== req.containerId;
       // The view may not have seen a release yet: never refuse a bind on its word alone.
       if (movingAway && !fresh) continue;
+      // Nor refuse another interface of the same container (InterfaceConflict) on its word.
+      if (!fresh && snap.lease.state === 'bound' && holder?.containerId === req.containerId && holder.ifName !== req.ifName) continue;
       const hostAlive = movingAway ? (await readKey(this.etcd, keys.host(holder.host))).value !== null : true;
       const decision = decideBind(snap.lease, req, now, () => hostAlive);
       // "Already bound to you" is an answer the view may give after etcd moved on (a release
