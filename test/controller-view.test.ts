@@ -89,3 +89,22 @@ test('a bind the view calls "already yours" is confirmed in etcd, so a release i
   const now = await client.get(keys.lease('sb', ip)).json() as { state: string; binding?: { containerId: string } };
   t.like(now, { state: 'bound', binding: { containerId: 'c1' } }, 'bound in etcd, not only in the answer');
 });
+
+test('a bind the view calls "another interface of yours" is confirmed in etcd before InterfaceConflict', async (t) => {
+  const { client, view, store } = await storeWithView(t);
+  await store.createPool({ name: 'si', cidr: '198.18.54.0/24', holdSeconds: 60 });
+  const req = { identity: 'k8s/a/r', host: 'h1', containerId: 'c1', ifName: 'eth0', network: 'berth' };
+  const ip = (await store.bind('si', req)).lease.ip;
+  await eventually(() => { if (view.leasesOf('si').get(ip)?.state !== 'bound') throw new Error('bind not seen'); });
+  const staleCopy = view.leasesOf('si').get(ip)!;
+  await t.throwsAsync(store.bind('si', { ...req, ifName: 'net1' }), { message: /another interface/ }, 'while eth0 holds it, net1 is refused');
+  t.is((await store.release('si', { identity: req.identity, containerId: 'c1', ifName: 'net1' })).outcome, 'stale', "net1's release leaves eth0's lease");
+  t.is((await store.release('si', { identity: req.identity, containerId: 'c1', ifName: 'eth0' })).outcome, 'released');
+  await eventually(() => { if (view.leasesOf('si').get(ip)?.state !== 'held') throw new Error('release not seen'); });
+  // The view falls behind: it still shows eth0's binding, while etcd has it held.
+  view.leasesOf('si').set(ip, staleCopy);
+  const net1 = await store.bind('si', { ...req, ifName: 'net1' });
+  t.is(net1.lease.ip, ip);
+  const now = await client.get(keys.lease('si', ip)).json() as { state: string; binding?: { ifName: string; network?: string } };
+  t.like(now, { state: 'bound', binding: { ifName: 'net1', network: 'berth' } });
+});
