@@ -61,6 +61,9 @@ test('lease detail names holder, host, container, fencing revision and last bind
   t.regex(text, /^Held until:\s+-$/m);
   t.regex(text, /^Fencing revision:\s+812$/m);
   t.regex(text, /^Last binding:\s+host node-b, container aa11, interface eth0, bound 2026-11-22T13:40:00Z$/m);
+  t.regex(text, /^Network:\s+not recorded$/m, 'a binding from before the network was recorded');
+  t.regex(leaseDetail({ ...bound, binding: { ...bound.binding!, network: 'berth' } }, NOW), /^Network:\s+berth$/m);
+  t.regex(leaseDetail(held, NOW), /^Network:\s+-$/m);
   t.regex(leaseDetail(held, NOW), /^Held until:\s+2026-11-23T10:40:00Z \(in 40m\)$/m);
   t.regex(leaseDetail(pinned, NOW), /^Held until:\s+never$/m);
 });

@@ -112,6 +112,7 @@ export function leaseDetail(l: LeaseView, now: number): string {
     ['Host', l.binding?.host ?? NONE],
     ['Container', l.binding?.containerId ?? NONE],
     ['Interface', l.binding?.ifName ?? NONE],
+    ['Network', l.binding ? l.binding.network ?? 'not recorded' : NONE],
     ['Since', timeWithAge(since(l), now)],
     ['Held until', l.state === 'bound' ? NONE : l.pinned ? 'never' : timeWithAge(l.heldUntil, now)],
     ['Fencing revision', l.revision],
