@@ -59,7 +59,8 @@ export async function check(ctx: Ctx, req: AgentRequest): Promise<void> {
       if (!addrs.includes(`${ip}/32`)) problems.push(`${req.ifName} lacks ${ip}/32 (has ${addrs.join(',') || 'none'})`);
       const routes = await listRoutes(pod, { protocol: 'any', dev: req.ifName });
       // The route ADD reported (0.0.0.0/0, or the pool for a second interface; kernel/pod.ts addressPod).
-      const wantDst = prev?.routes?.[0]?.dst ?? '0.0.0.0/0';
+      // Found by its gateway: later plugins in the chain may have added routes of their own.
+      const wantDst = prev?.routes?.find((r) => r.gw === gateway)?.dst ?? '0.0.0.0/0';
       if (!routes.some((r) => r.dst === wantDst && r.via === gateway)) problems.push(`no ${wantDst === '0.0.0.0/0' ? 'default route' : `route to ${wantDst}`} via ${gateway} on ${req.ifName}`);
     });
   } catch (e) {
