@@ -127,7 +127,7 @@ test('the host route ADD installs is exactly what the reconciler wants: no plan 
   const pod = s.lab.pod('pod');
   ok(t, await s.cni('ADD', 'recon', pod), 'ADD');
   const { leases } = await admin.leases({ pool: s.pool });
-  const desired = desiredState({ self: s.hostName, hosts: [], leases, pool: { name: s.pool, cidr: '198.18.0.0/24', gateway: s.gateway }, underlayMtu: 1500 });
+  const desired = desiredState({ self: s.hostName, hosts: [], leases, pool: { name: s.pool, cidr: s.cidr, gateway: s.gateway }, underlayMtu: 1500 });
   const actual = await observe(s.hostNl);
   t.is(desired.routes.length, 1);
   t.deepEqual(planChanges({ ...desired, neighs: [], fdbs: [] }, actual), []);
