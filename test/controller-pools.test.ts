@@ -140,9 +140,9 @@ test.serial('a pool with only held leases is deleted without force', async (t) =
 });
 
 test.serial('no lease outlives its pool: delete racing binds on two replicas', async (t) => {
-  for (let round = 0; round < 10; round++) {
+  for (let round = 0; round < 20; round++) {
     const name = `churn-${round}`;
-    await ca.createPool({ name, cidr: `198.18.${64 + round}.0/24` });
+    await ca.createPool({ name, cidr: `198.18.${160 + round}.0/24` });
     const binds = Array.from({ length: 40 }, (_, i) => (i % 2 ? ca : cb).bind(name, bindReq(`k8s/c/p-${i}`, `c-${i}`)).then(() => 'ok', (e) => e.kind));
     const del = (round % 2 ? ca : cb).deletePool(name, true).then(() => 'deleted', (e) => e.kind);
     const outcomes = await Promise.all([...binds, del]);
