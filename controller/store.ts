@@ -25,6 +25,12 @@ import { checkPoolFits, poolFromRequest, updatedPool } from './pool-rules';
 import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
 import type { ClusterView } from './view';
 
+/**
+ * Pool creates and deletes all rewrite the pool-set guard, so N of them racing
+ * take up to N rounds (each round one commits). They are rare: allow many.
+ */
+const POOL_SET_ATTEMPTS = 64;
+
 export interface StoreOptions {
   maxAttempts?: number;
   batchMax?: number;
@@ -64,7 +70,7 @@ export class LeaseStore {
     const space = poolSpace(parseCidr(pool.cidr), pool.gateway, pool.reserved);
     if (capacity(space) <= 0n) throw new BerthError('InvalidRequest', pool.cidr, 'pool has no leasable address');
     const backoff = new Backoff();
-    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+    for (let attempt = 0; attempt < POOL_SET_ATTEMPTS; attempt++) {
       if (attempt > 0) await backoff.next();
       // The guard first: a pool created after this read changes the guard, so the commit fails.
       const guard = await readKey<unknown>(this.etcd, keys.poolSet);
@@ -84,7 +90,7 @@ export class LeaseStore {
       await this.view.caughtUp(rev);
       return this.usage(pool);
     }
-    throw new BerthError('Contention', `create pool ${pool.name}: ${this.maxAttempts} conflicting attempts`);
+    throw new BerthError('Contention', `create pool ${pool.name}: ${POOL_SET_ATTEMPTS} conflicting attempts`);
   }
 
   /** Changes a live pool's hold; releases from now on use it, held leases keep their heldUntil. */
@@ -114,7 +120,7 @@ export class LeaseStore {
    */
   async deletePool(name: string, force: boolean): Promise<DeletePoolResponse> {
     const backoff = new Backoff();
-    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+    for (let attempt = 0; attempt < POOL_SET_ATTEMPTS; attempt++) {
       if (attempt > 0) await backoff.next();
       const guard = await readKey<unknown>(this.etcd, keys.poolSet);
       const pool = await readKey<Pool>(this.etcd, keys.pool(name));
@@ -140,7 +146,7 @@ export class LeaseStore {
       this.log.info('pool deleted', { pool: name, leases: leases.length, force });
       return { deleted: pool.value, removedLeases: leases.length };
     }
-    throw new BerthError('Contention', `delete pool ${name}: ${this.maxAttempts} conflicting attempts`);
+    throw new BerthError('Contention', `delete pool ${name}: ${POOL_SET_ATTEMPTS} conflicting attempts`);
   }
 
   async pool(name: string): Promise<Pool> {

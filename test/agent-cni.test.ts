@@ -162,8 +162,23 @@ test('ADD failing after bind (interface name taken in the pod) leaves nothing an
   t.is(r.json.code, 112, r.stdout);
   t.notRegex(hostVeths(s), /bth/);
   t.is(hostRoutes(s).trim(), '');
-  t.like(await leaseOf(s, 'k8s/web/clash'), { state: 'held' }, 'the lease this ADD allocated was released');
+  t.falsy(await leaseOf(s, 'k8s/web/clash'), 'the lease this ADD allocated was freed, not held');
   t.regex(nsExec(pod, 'ip', '-o', 'link', 'show', 'eth0'), /eth0/, "the pod's own interface is untouched");
+});
+
+test('failed ADDs do not park addresses: a one-address pool still serves the next pod', async (t) => {
+  const s = await site(t, { cidr: '198.18.8.0/30' }); // .1 gateway, .2 the only address
+  for (let i = 0; i < 3; i++) {
+    const pod = s.lab.pod(`bad${i}`);
+    nsExec(pod, 'ip', 'link', 'add', 'eth0', 'type', 'bridge');
+    const r = await s.cni('ADD', `fail-${i}`, pod);
+    t.is(r.json?.code, 112, r.stdout);
+  }
+  t.deepEqual((await admin.leases({ pool: s.pool })).leases, []);
+  const good = s.lab.pod('good');
+  const r = await s.cni('ADD', 'good', good);
+  ok(t, r, 'ADD after failed ADDs');
+  t.is(addressOf(r), '198.18.8.2');
 });
 
 test('ADD failing for a lease it did not allocate leaves that lease bound', async (t) => {
