@@ -108,6 +108,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
       const p = await connect(cmd).createPool(body);
       out(o.json ? json(p) : `created pool ${p.name} ${p.cidr}: gateway ${p.gateway}, ${p.size} leasable addresses, hold ${p.holdSeconds}s${policyNote(p.holdPolicy)}\n`);
     });
+  pools.command('show <name>').description('one pool: settings and utilisation').addOption(jsonOpt())
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      const p = await connect(cmd).pool(name);
+      out(o.json ? json(p) : poolDetail(p));
+    });
   pools.command('set <name>').description('change a live pool\'s hold (applies to releases from now on)')
     .option('--hold <duration>', 'how long a released lease stays reserved for its identity: seconds or 1h, 30m, 1d', arg(parseDuration))
     .addOption(holdPolicyOpt())
@@ -126,11 +131,6 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .action(async (name: string, o: { force?: boolean; json?: boolean }, cmd: Command) => {
       const r = await connect(cmd).deletePool(name, o.force === true);
       out(o.json ? json(r) : `deleted pool ${r.deleted.name} ${r.deleted.cidr} and ${r.removedLeases} lease(s)\n`);
-    });
-  pools.command('show <name>').description('one pool: settings and utilisation').addOption(jsonOpt())
-    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
-      const p = await connect(cmd).pool(name);
-      out(o.json ? json(p) : poolDetail(p));
     });
 
   // ---- leases ----
