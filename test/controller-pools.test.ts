@@ -6,43 +6,25 @@
  * the failed-ADD discard, and stored lease values without `revision`.
  */
 import test from 'ava';
-import { startController, type RunningController } from '../controller/app';
-import { ControllerClient } from '../common/controller-client';
-import { isBerthError, type BerthError } from '../common/errors';
+import { isBerthError } from '../common/errors';
 import { keys } from '../common/keys';
-import { silentLogger } from '../common/log';
 import type { Lease } from '../common/records';
-import { startEtcd, type EtcdServer } from '../sim/etcd';
+import { rejectsWith as rejects, startReplicas, type Replicas } from './harness/replicas';
 
-let etcd: EtcdServer;
-let a: RunningController;
-let b: RunningController;
-let ca: ControllerClient;
-let cb: ControllerClient;
+let r: Replicas;
 let clock = Date.parse('2026-11-26T01:00:00.000Z');
 const now = () => clock;
+let etcd: Replicas['etcd'];
+let ca: Replicas['ca'];
+let cb: Replicas['cb'];
+let a: Replicas['a'];
 
 test.before(async () => {
-  etcd = await startEtcd();
-  const opts = { etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', sweepMs: 100, log: silentLogger, now };
-  a = await startController({ ...opts, replicaId: 'replica-a' });
-  b = await startController({ ...opts, replicaId: 'replica-b' });
-  ca = new ControllerClient({ url: a.url });
-  cb = new ControllerClient({ url: b.url });
+  r = await startReplicas(now);
+  ({ etcd, ca, cb, a } = r);
 });
 
-test.after.always(async () => {
-  ca?.close(); cb?.close();
-  await a?.stop(); await b?.stop();
-  await etcd?.stop();
-});
-
-async function rejects(t: any, p: Promise<unknown>, kind: string): Promise<BerthError> {
-  const e = await t.throwsAsync(p);
-  t.true(isBerthError(e), String(e));
-  t.is((e as BerthError).kind, kind, `${(e as Error).message}: ${(e as BerthError).details}`);
-  return e as BerthError;
-}
+test.after.always(async () => { await r?.stop(); });
 
 const bindReq = (identity: string, containerId: string, o: Record<string, unknown> = {}) => ({ identity, containerId, host: 'node-a', ifName: 'eth0', ...o });
 
