@@ -164,7 +164,8 @@ test.serial('holds by identity source: container ids are freed, pods and explici
   t.falsy(podRel.freed);
   t.is(podRel.lease?.state, 'held');
   // A lease written before the source field existed: read by its identity's form.
-  const legacy: Lease = { pool: 'src', ip: '198.18.82.6', identity: 'container/old', state: 'bound', pinned: false,
+  const freeIp = ['198.18.82.2', '198.18.82.3', '198.18.82.4', '198.18.82.5', '198.18.82.6'].find((ip) => ip !== pod.lease.ip) as string;
+  const legacy: Lease = { pool: 'src', ip: freeIp, identity: 'container/old', state: 'bound', pinned: false,
     binding: { host: 'node-a', containerId: 'old', ifName: 'eth0', boundAt: '' }, createdAt: '', updatedAt: '' };
   await etcd.client().put(keys.lease('src', legacy.ip)).value(JSON.stringify(legacy));
   await etcd.client().put(keys.identity('src', legacy.identity)).value(JSON.stringify({ ip: legacy.ip }));
