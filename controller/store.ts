@@ -13,7 +13,7 @@ import type {
   BindRequest, BindResponse, CreatePool, DeletePoolResponse, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse, UpdatePool,
 } from '../common/api';
 import { canonicalIp, isIp, parseCidr } from '../common/cidr';
-import { BerthError } from '../common/errors';
+import { BerthError, castError } from '../common/errors';
 import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
 import type { Host, Lease, LeaseView, Pool, PoolUsage } from '../common/records';
@@ -138,8 +138,13 @@ export class LeaseStore {
         ]);
       if (rev === null) continue;
       const events = leases.map((l) => event('freed', l, null, now, 'operator'));
-      for (let i = 0; i < events.length; i += 100) {
-        await commitIf(this.etcd, [], events.slice(i, i + 100).map((ev) => putEvent(this.etcd, ev)));
+      try {
+        for (let i = 0; i < events.length; i += 100) {
+          await commitIf(this.etcd, [], events.slice(i, i + 100).map((ev) => putEvent(this.etcd, ev)));
+        }
+      } catch (e) {
+        // The pool is gone either way; only history misses some `freed` events.
+        this.log.warn('pool deleted, but writing its freed events failed', { pool: name, error: castError(e).message });
       }
       await this.view.caughtUp(rev);
       this.spaces.delete(name);
