@@ -3,7 +3,9 @@ import fc from 'fast-check';
 import type { BindRequest } from '../common/api';
 import { isBerthError } from '../common/errors';
 import type { Lease } from '../common/records';
+import { overlaps, parseCidr } from '../common/cidr';
 import type { IdentitySource, Pool } from '../common/records';
+import { checkPoolFits, poolFromRequest } from './pool-rules';
 import { decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, holdSecondsFor, isExpired, newLease, sourceOf } from './lease-rules';
 
 const NOW = '2026-11-23T10:00:00.000Z';
@@ -180,6 +182,33 @@ test('property: a pool is deleted only when no lease is bound or pinned, unless 
     } catch (e) {
       return blocked && !force && isBerthError(e) && e.kind === 'PoolInUse' && e.exitCode === 4;
     }
+  }));
+  t.pass();
+});
+
+test('property: any sequence of pool creates and deletes keeps the pools disjoint', (t) => {
+  const cidr = fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 18, max: 30 }))
+    .map(([third, prefix]) => parseCidr(`198.18.${third * 4}.0/${prefix}`).cidr);
+  const op = fc.oneof(fc.record({ kind: fc.constant('create' as const), cidr }), fc.record({ kind: fc.constant('delete' as const), at: fc.nat() }));
+  fc.assert(fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+    const pools: Pool[] = [];
+    let n = 0;
+    for (const o of ops) {
+      if (o.kind === 'delete') {
+        if (pools.length > 0) pools.splice(o.at % pools.length, 1);
+        continue;
+      }
+      const p = poolFromRequest({ name: `p${n++}`, cidr: o.cidr }, NOW);
+      const clash = pools.some((q) => overlaps(parseCidr(q.cidr), parseCidr(p.cidr)));
+      try {
+        checkPoolFits(p, pools, []);
+        if (clash) return false;
+        pools.push(p);
+      } catch (e) {
+        if (!clash || !isBerthError(e) || e.kind !== 'PoolOverlap') return false;
+      }
+    }
+    return pools.every((a, i) => pools.every((b, j) => i === j || !overlaps(parseCidr(a.cidr), parseCidr(b.cidr))));
   }));
   t.pass();
 });
