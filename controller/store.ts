@@ -119,6 +119,8 @@ export class LeaseStore {
    * `freed` event per lease, written right after the commit.
    */
   async deletePool(name: string, force: boolean): Promise<DeletePoolResponse> {
+    // A name that cannot be a pool must never become a key prefix to delete.
+    if (!NAME_RE.test(name)) throw new BerthError('PoolNotFound', name);
     const backoff = new Backoff();
     for (let attempt = 0; attempt < POOL_SET_ATTEMPTS; attempt++) {
       if (attempt > 0) await backoff.next();
