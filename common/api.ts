@@ -6,6 +6,8 @@
  *   POST   /v1/pools                     CreatePool  -> PoolUsage (201)
  *   GET    /v1/pools                                 -> {pools: PoolUsage[]}
  *   GET    /v1/pools/:pool                           -> PoolUsage
+ *   PATCH  /v1/pools/:pool               UpdatePool  -> PoolUsage      (hold, hold policy; live)
+ *   DELETE /v1/pools/:pool[?force=1]                 -> DeletePoolResponse (refused while a lease is bound or pinned)
  *   POST   /v1/pools/:pool/bind          BindRequest -> BindResponse   (allocate or rebind)
  *   POST   /v1/pools/:pool/release       ReleaseRequest -> ReleaseResponse (fenced by containerId)
  *   POST   /v1/pools/:pool/pin           PinRequest  -> LeaseView
@@ -17,7 +19,7 @@
  *
  * Errors: {error: ErrorBody} with the status from common/errors.ts.
  */
-import type { Host, LeaseEvent, LeaseState, LeaseView, PoolUsage } from './records';
+import type { HoldPolicy, Host, IdentitySource, LeaseEvent, LeaseState, LeaseView, Pool, PoolUsage } from './records';
 
 export interface CreatePool {
   name: string;
@@ -25,6 +27,19 @@ export interface CreatePool {
   gateway?: string;
   reserved?: string[];
   holdSeconds?: number;
+  holdPolicy?: HoldPolicy;
+}
+
+/** The settings a live pool can change; absent fields stay as they are. */
+export interface UpdatePool {
+  holdSeconds?: number;
+  holdPolicy?: HoldPolicy;
+}
+
+export interface DeletePoolResponse {
+  deleted: Pool;
+  /** Leases (bound, held or pinned) removed with the pool; non-zero only with force or held leases. */
+  removedLeases: number;
 }
 
 export interface BindRequest {
@@ -36,6 +51,8 @@ export interface BindRequest {
   network?: string;
   /** Ask for a specific address (CNI `ips` capability); must be free or already this identity's. */
   ip?: string;
+  /** Where the identity came from; stored on a new lease, decides the hold (absent: inferred, see sourceOf). */
+  source?: IdentitySource;
 }
 
 export interface BindResponse {
@@ -58,12 +75,20 @@ export interface ReleaseRequest {
    * never releases the address another interface holds.
    */
   ifName?: string;
+  /**
+   * The ADD that bound it failed: free the address now instead of holding it,
+   * if the lease was created by this binding (never released before, not pinned).
+   * Otherwise it is an ordinary release.
+   */
+  discard?: boolean;
 }
 
 export interface ReleaseResponse {
   /** 'released' when this call released it; otherwise why nothing changed. */
   outcome: 'released' | 'already-held' | 'stale' | 'not-found';
   lease?: LeaseView;
+  /** True when the release freed the address at once (no hold): its lease and identity keys are gone. */
+  freed?: boolean;
 }
 
 export interface PinRequest {
@@ -98,4 +123,4 @@ export interface Health {
   version: string;
 }
 
-export type { LeaseEvent, LeaseView, PoolUsage };
+export type { HoldPolicy, IdentitySource, LeaseEvent, LeaseView, Pool, PoolUsage };

@@ -90,3 +90,8 @@ export function implicitReservedOffsets(net: Network): bigint[] {
 export function defaultGateway(net: Network): string {
   return addressAt(net, net.size > 2n ? 1n : 0n);
 }
+
+/** True when the two networks share at least one address (same family only). */
+export function overlaps(a: Network, b: Network): boolean {
+  return a.family === b.family && a.base < b.base + b.size && b.base < a.base + a.size;
+}

@@ -6,8 +6,8 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type {
-  BindRequest, BindResponse, CreatePool, Health, HistoryQuery, HostView, LeaseEvent, LeaseFilter, LeaseView,
-  PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse,
+  BindRequest, BindResponse, CreatePool, DeletePoolResponse, Health, HistoryQuery, HostView, LeaseEvent, LeaseFilter, LeaseView,
+  PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
 } from './api';
 import { BerthError, fromBody } from './errors';
 
@@ -37,6 +37,10 @@ export class ControllerClient {
   createPool(p: CreatePool): Promise<PoolUsage> { return this.call('POST', 'v1/pools', p); }
   pools(): Promise<{ pools: PoolUsage[] }> { return this.call('GET', 'v1/pools'); }
   pool(name: string): Promise<PoolUsage> { return this.call('GET', `v1/pools/${enc(name)}`); }
+  updatePool(name: string, u: UpdatePool): Promise<PoolUsage> { return this.call('PATCH', `v1/pools/${enc(name)}`, u); }
+  deletePool(name: string, force = false): Promise<DeletePoolResponse> {
+    return this.call('DELETE', `v1/pools/${enc(name)}${force ? '?force=1' : ''}`);
+  }
   bind(pool: string, r: BindRequest): Promise<BindResponse> { return this.call('POST', `v1/pools/${enc(pool)}/bind`, r); }
   release(pool: string, r: ReleaseRequest): Promise<ReleaseResponse> { return this.call('POST', `v1/pools/${enc(pool)}/release`, r); }
   pin(pool: string, r: PinRequest): Promise<LeaseView> { return this.call('POST', `v1/pools/${enc(pool)}/pin`, r); }

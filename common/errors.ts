@@ -35,6 +35,8 @@ export const ERROR_TABLE = {
   KernelError: [112, 500, 1, 'kernel rejected a network change'],
   CheckFailed: [113, 500, 1, 'attachment does not match the lease'],
   InterfaceConflict: [125, 409, 4, "the identity's address is attached through another interface of this container"],
+  PoolOverlap: [114, 409, 4, 'pool overlaps another pool or a host address'],
+  PoolInUse: [115, 409, 4, 'pool has bound or pinned leases'],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 export type ErrorKind = keyof typeof ERROR_TABLE;

@@ -2,6 +2,7 @@
  * The etcd key schema, in one place (documented in docs/architecture.md).
  *
  *   /berth/v1/pools/<pool>                        Pool
+ *   /berth/v1/pool-set                            guard: every pool create/delete rewrites it (overlap check)
  *   /berth/v1/leases/<pool>/<ip>                  Lease   (address-keyed: one key per address)
  *   /berth/v1/identities/<pool>/<identity>        {ip}    (identity index: same identity, same address)
  *   /berth/v1/hosts/<host>                        Host    (attached to the agent's etcd lease)
@@ -18,6 +19,8 @@ export const ROOT = '/berth/v1/';
 export const keys = {
   poolPrefix: `${ROOT}pools/`,
   pool: (pool: string) => `${ROOT}pools/${pool}`,
+  /** Outside poolPrefix on purpose: a range read of the pools never returns it. */
+  poolSet: `${ROOT}pool-set`,
   leasePrefix: `${ROOT}leases/`,
   poolLeasePrefix: (pool: string) => `${ROOT}leases/${pool}/`,
   lease: (pool: string, ip: string) => `${ROOT}leases/${pool}/${ip}`,

@@ -15,8 +15,23 @@ export interface Pool {
   reserved: string[];
   /** How long a released lease stays reserved for its identity. */
   holdSeconds: number;
+  /** Which identities the hold applies to (controller/lease-rules.ts holdSecondsFor); absent = 'all'. */
+  holdPolicy?: HoldPolicy;
   createdAt: string;
 }
+
+/**
+ * Where an identity came from (agent/identity.ts): an operator's BERTH_IDENTITY,
+ * a Kubernetes pod, a name the runtime gave on one host (podman), or the
+ * container id. Decides whether a release holds the address.
+ */
+export type IdentitySource = 'explicit' | 'k8s' | 'host' | 'container';
+
+/**
+ * 'all': every identity but a container id's is held for holdSeconds.
+ * 'explicit-only': only BERTH_IDENTITY identities are held; the rest are freed on release.
+ */
+export type HoldPolicy = 'all' | 'explicit-only';
 
 export type LeaseState = 'bound' | 'held';
 
@@ -47,6 +62,8 @@ export interface Lease {
   heldUntil?: string;
   /** The binding before the current one, kept for `leases show`. */
   lastBinding?: Binding;
+  /** Source of the identity, set when the lease is created; absent on older leases (see sourceOf). */
+  source?: IdentitySource;
   createdAt: string;
   updatedAt: string;
 }

@@ -26,6 +26,8 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
     ['POST', /^\/v1\/pools$/, async (c) => [201, await store.createPool(await c.body())]],
     ['GET', /^\/v1\/pools$/, async () => [200, { pools: store.listPools() }]],
     ['GET', /^\/v1\/pools\/([^/]+)$/, async (c) => [200, await store.poolUsage(c.params[0])]],
+    ['PATCH', /^\/v1\/pools\/([^/]+)$/, async (c) => [200, await store.updatePool(c.params[0], await c.body())]],
+    ['DELETE', /^\/v1\/pools\/([^/]+)$/, async (c) => [200, await store.deletePool(c.params[0], isForce(c.query))]],
     ['POST', /^\/v1\/pools\/([^/]+)\/bind$/, async (c) => {
       const r = await store.bind(c.params[0], await c.body());
       return [r.allocated ? 201 : 200, r];
@@ -33,8 +35,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
     ['POST', /^\/v1\/pools\/([^/]+)\/release$/, async (c) => [200, await store.release(c.params[0], await c.body())]],
     ['POST', /^\/v1\/pools\/([^/]+)\/pin$/, async (c) => [200, await store.pin(c.params[0], await c.body())]],
     ['DELETE', /^\/v1\/pools\/([^/]+)\/leases\/([^/]+)$/, async (c) => {
-      const force = ['1', 'true'].includes(c.query.get('force') ?? '');
-      return [200, { freed: await store.free(c.params[0], c.params[1], force) }];
+      return [200, { freed: await store.free(c.params[0], c.params[1], isForce(c.query)) }];
     }],
     ['GET', /^\/v1\/leases$/, async (c) => [200, { leases: await store.listLeases(pick(c.query, ['pool', 'host', 'state', 'identity']) as LeaseFilter) }]],
     ['GET', /^\/v1\/leases\/([^/]+)$/, async (c) => [200, await store.findLease(c.params[0], c.query.get('pool') ?? undefined)]],
@@ -91,6 +92,10 @@ function hostViews(store: LeaseStore): HostView[] {
   }
   return [...store.view.hosts.values()].map((h) => ({ ...h.value, leases: counts.get(h.value.name) ?? 0 }))
     .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function isForce(q: URLSearchParams): boolean {
+  return ['1', 'true'].includes(q.get('force') ?? '');
 }
 
 function pick(q: URLSearchParams, names: string[]): Record<string, string> {

@@ -24,7 +24,7 @@ import { keys } from '../common/keys';
 import type { Lease } from '../common/records';
 import { chooseFree, ipAt, type PoolSpace } from './allocator';
 import { newLease } from './lease-rules';
-import { commitIf, putEvent, putIdentity, putLease, type Compare } from './txn';
+import { commitIf, poolExists, putEvent, putIdentity, putLease, type Compare } from './txn';
 import type { IOperation } from 'etcd3';
 import type { ClusterView } from './view';
 
@@ -122,7 +122,8 @@ export class AllocationBatcher {
   }
 
   private commit(ds: ReturnType<typeof newLease>[]): Promise<bigint | null> {
-    const compares: Compare[] = [];
+    // One pool per batch: new leases only in a pool that still exists (store.deletePool).
+    const compares: Compare[] = [poolExists((ds[0].next as Lease).pool)];
     const ops: IOperation[] = [];
     for (const d of ds) {
       const l = d.next as Lease;

@@ -3,7 +3,10 @@ import fc from 'fast-check';
 import type { BindRequest } from '../common/api';
 import { isBerthError } from '../common/errors';
 import type { Lease } from '../common/records';
-import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decideRelease, isExpired, newLease } from './lease-rules';
+import { overlaps, parseCidr } from '../common/cidr';
+import type { IdentitySource, Pool } from '../common/records';
+import { checkPoolFits, poolFromRequest } from './pool-rules';
+import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, holdSecondsFor, isExpired, newLease, sourceOf } from './lease-rules';
 
 const NOW = '2026-11-23T10:00:00.000Z';
 const req = (o: Partial<BindRequest> = {}): BindRequest => ({ identity: 'k8s/web/db-0', host: 'node-a', containerId: 'c1', ifName: 'eth0', ...o });
@@ -73,7 +76,7 @@ test('operator free of a bound lease needs force', (t) => {
 });
 
 test('property: only held, unpinned leases past their hold are expired', (t) => {
-  fc.assert(fc.property(fc.boolean(), fc.boolean(), fc.integer({ min: 0, max: 10_000 }), fc.integer({ min: -10_000, max: 10_000 }), (isHeld, pinned, hold, skew) => {
+  fc.assert(fc.property(fc.boolean(), fc.boolean(), fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: -10_000, max: 10_000 }), (isHeld, pinned, hold, skew) => {
     let l = bound();
     if (isHeld) l = decideRelease(l, 'c1', hold, Date.parse(NOW)).next as Lease;
     l = { ...l, pinned, ...(pinned ? { heldUntil: undefined } : {}) };
@@ -168,6 +171,112 @@ test('property: while bound to one container, the lease never changes interface,
       if (b0 && b1 && b0.containerId === b1.containerId && b0.host === b1.host && b0.network !== undefined && b1.network === undefined) return false;
     }
     return true;
+  }));
+  t.pass();
+});
+
+const SOURCES: IdentitySource[] = ['explicit', 'k8s', 'host', 'container'];
+const policy = (holdSeconds: number, holdPolicy?: Pool['holdPolicy']) => ({ holdSeconds, ...(holdPolicy ? { holdPolicy } : {}) });
+
+test('a new lease records its identity source; older leases are read by the identity form', (t) => {
+  t.is(bound({ source: 'host', identity: 'host/node-a/web' }).source, 'host');
+  t.is(sourceOf({ identity: 'container/abc' }), 'container');
+  t.is(sourceOf({ identity: 'k8s/web/db-0' }), 'k8s');
+  t.is(sourceOf({ identity: 'k8s/db-0' }), 'k8s');
+  t.is(sourceOf({ identity: 'host/n/web' }), 'host');
+  t.is(sourceOf({ identity: 'db/primary' }), 'explicit');
+  t.is(sourceOf({ identity: 'container/abc', source: 'explicit' }), 'explicit', 'a recorded source wins');
+});
+
+test('release frees a container identity at once and holds the others', (t) => {
+  const d = decideRelease(bound({ identity: 'container/c1', source: 'container' }), 'c1', holdSecondsFor(policy(3600), { identity: 'container/c1', source: 'container' }), Date.parse(NOW));
+  t.true(d.frees);
+  t.is(d.next, null);
+  t.like(d.event, { kind: 'released', oldState: 'bound', newState: 'free' });
+  const held = decideRelease(bound(), 'c1', holdSecondsFor(policy(3600), bound()), Date.parse(NOW));
+  t.falsy(held.frees);
+  t.is(held.next?.heldUntil, '2026-11-23T11:00:00.000Z');
+});
+
+test('property: the hold applies by identity source and pool policy', (t) => {
+  fc.assert(fc.property(fc.constantFrom(...SOURCES), fc.constantFrom<Pool['holdPolicy']>(undefined, 'all', 'explicit-only'), fc.integer({ min: 0, max: 100_000 }), fc.boolean(), (source, holdPolicy, hold, pinned) => {
+    const identity = source === 'container' ? 'container/c1' : source === 'k8s' ? 'k8s/web/p' : source === 'host' ? 'host/node-a/p' : 'my/app';
+    let l = bound({ identity, source });
+    if (pinned) l = { ...l, pinned: true };
+    const secs = holdSecondsFor(policy(hold, holdPolicy), l);
+    const expected = source === 'container' ? 0 : source === 'explicit' || holdPolicy !== 'explicit-only' ? hold : 0;
+    if (secs !== expected) return false;
+    const d = decideRelease(l, 'c1', secs, Date.parse(NOW));
+    if (d.outcome !== 'released' || d.event?.kind !== 'released') return false;
+    // Pinned leases are held forever whatever the source; others are freed iff their hold is 0.
+    if (pinned) return d.frees !== true && d.next?.state === 'held' && d.next.heldUntil === undefined;
+    if (expected === 0) return d.frees === true && d.next === null && d.event.newState === 'free';
+    return d.frees !== true && d.next?.heldUntil === new Date(Date.parse(NOW) + expected * 1000).toISOString();
+  }));
+  t.pass();
+});
+
+test('property: a discard frees only a lease created by the binding it releases', (t) => {
+  const op = fc.record({ kind: fc.constantFrom('bind', 'release', 'pin'), c: fc.constantFrom('c1', 'c2') });
+  fc.assert(fc.property(fc.array(op, { maxLength: 8 }), fc.constantFrom('c1', 'c2'), (ops, releaser) => {
+    let l = bound();
+    for (const o of ops) {
+      try {
+        const d = o.kind === 'bind' ? decideBind(l, req({ containerId: o.c }), NOW, () => true)
+          : o.kind === 'pin' ? decidePin(l, l.pool, l.identity, l.ip, NOW)
+          : decideRelease(l, o.c, 60, Date.parse(NOW));
+        if (d.next) l = d.next;
+      } catch (e) {
+        if (!isBerthError(e) || e.kind !== 'LeaseHeldElsewhere') throw e;
+      }
+    }
+    const d = decideRelease(l, releaser, 60, Date.parse(NOW), true);
+    const mine = l.state === 'bound' && l.binding?.containerId === releaser;
+    if (!mine) return d.next === null && d.frees !== true;
+    const fresh = l.lastBinding === undefined && !l.pinned;
+    return fresh ? d.frees === true : d.frees !== true && d.next?.state === 'held';
+  }));
+  t.pass();
+});
+
+test('property: a pool is deleted only when no lease is bound or pinned, unless forced', (t) => {
+  const lease = fc.record({ state: fc.constantFrom('bound', 'held'), pinned: fc.boolean() });
+  fc.assert(fc.property(fc.array(lease, { maxLength: 10 }), fc.boolean(), (shapes, force) => {
+    const leases = shapes.map((s, i) => ({ ...bound({ identity: `id-${i}` }), ip: `198.18.0.${i + 2}`, pinned: s.pinned, state: s.state as 'bound' | 'held' }));
+    const blocked = leases.some((l) => l.state === 'bound' || l.pinned);
+    try {
+      const d = decidePoolDelete(leases, force);
+      return (!blocked || force) && d.blocking.length === leases.filter((l) => l.state === 'bound' || l.pinned).length;
+    } catch (e) {
+      return blocked && !force && isBerthError(e) && e.kind === 'PoolInUse' && e.exitCode === 4;
+    }
+  }));
+  t.pass();
+});
+
+test('property: any sequence of pool creates and deletes keeps the pools disjoint', (t) => {
+  const cidr = fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 18, max: 30 }))
+    .map(([third, prefix]) => parseCidr(`198.18.${third * 4}.0/${prefix}`).cidr);
+  const op = fc.oneof(fc.record({ kind: fc.constant('create' as const), cidr }), fc.record({ kind: fc.constant('delete' as const), at: fc.nat() }));
+  fc.assert(fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+    const pools: Pool[] = [];
+    let n = 0;
+    for (const o of ops) {
+      if (o.kind === 'delete') {
+        if (pools.length > 0) pools.splice(o.at % pools.length, 1);
+        continue;
+      }
+      const p = poolFromRequest({ name: `p${n++}`, cidr: o.cidr }, NOW);
+      const clash = pools.some((q) => overlaps(parseCidr(q.cidr), parseCidr(p.cidr)));
+      try {
+        checkPoolFits(p, pools, []);
+        if (clash) return false;
+        pools.push(p);
+      } catch (e) {
+        if (!clash || !isBerthError(e) || e.kind !== 'PoolOverlap') return false;
+      }
+    }
+    return pools.every((a, i) => pools.every((b, j) => i === j || !overlaps(parseCidr(a.cidr), parseCidr(b.cidr))));
   }));
   t.pass();
 });

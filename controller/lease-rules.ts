@@ -18,11 +18,13 @@
  */
 import type { BindRequest } from '../common/api';
 import { BerthError } from '../common/errors';
-import type { Binding, Lease, LeaseEvent, LeaseEventKind } from '../common/records';
+import type { Binding, IdentitySource, Lease, LeaseEvent, LeaseEventKind, Pool } from '../common/records';
 
 export interface Decision {
-  /** The lease to write, or null when nothing changes. */
+  /** The lease to write, or null when nothing changes (or when `frees`). */
   next: Lease | null;
+  /** True when the lease is freed at once: delete its lease and identity keys. */
+  frees?: boolean;
   event: LeaseEvent | null;
   /** True when the decision relied on the current binding's host being gone. */
   reliesOnHostGone?: string;
@@ -44,7 +46,7 @@ export function event(kind: LeaseEventKind, before: Lease | null, after: Lease |
 export function newLease(pool: string, ip: string, req: BindRequest, now: string): Decision {
   const lease: Lease = {
     pool, ip, identity: req.identity, state: 'bound', pinned: false,
-    binding: bindingOf(req, now), createdAt: now, updatedAt: now,
+    binding: bindingOf(req, now), source: sourceOf(req), createdAt: now, updatedAt: now,
   };
   return { next: lease, event: event('allocated', null, lease, now, req.host) };
 }
@@ -104,14 +106,68 @@ export function bindingOnOtherInterface(cur: Lease, fence: { containerId: string
 
 export type ReleaseOutcome = 'released' | 'already-held' | 'stale';
 
-export function decideRelease(cur: Lease, containerId: string, holdSeconds: number, nowMs: number): Decision & { outcome: ReleaseOutcome } {
+/**
+ * The source of a lease's identity. Leases and bind requests from before the
+ * field existed are read by the identity's form: `container/…` is a container
+ * id, `k8s/…` a pod, `host/…` a runtime's name on one host, anything else an
+ * explicit identity (held, as every identity was).
+ */
+export function sourceOf(l: { identity: string; source?: IdentitySource }): IdentitySource {
+  if (l.source !== undefined) return l.source;
+  if (l.identity.startsWith('container/')) return 'container';
+  if (l.identity.startsWith('k8s/')) return 'k8s';
+  if (l.identity.startsWith('host/')) return 'host';
+  return 'explicit';
+}
+
+/**
+ * How long a release holds this lease's address for its identity:
+ * - a container id never comes back, so it is never held;
+ * - an explicit identity is held for the pool's holdSeconds;
+ * - a pod or host-scoped name is held too, unless the pool's holdPolicy is 'explicit-only'.
+ * 0 means the release frees the address at once.
+ */
+export function holdSecondsFor(pool: Pick<Pool, 'holdSeconds' | 'holdPolicy'>, l: { identity: string; source?: IdentitySource }): number {
+  const source = sourceOf(l);
+  if (source === 'container') return 0;
+  if (source !== 'explicit' && pool.holdPolicy === 'explicit-only') return 0;
+  return pool.holdSeconds;
+}
+
+/**
+ * A release by the bound container. It holds the address for `holdSeconds`
+ * (pinned: forever), or frees it at once when the hold is 0, or when
+ * `discard` (the ADD that bound it failed) and the lease was created by this
+ * binding: never bound before, never released, not pinned. Any other
+ * discard is an ordinary release: a held identity keeps its address.
+ */
+export function decideRelease(cur: Lease, containerId: string, holdSeconds: number, nowMs: number, discard = false): Decision & { outcome: ReleaseOutcome } {
   if (cur.state !== 'bound' || !cur.binding) return { next: null, event: null, outcome: 'already-held' };
   if (cur.binding.containerId !== containerId) return { next: null, event: null, outcome: 'stale' };
   const now = new Date(nowMs).toISOString();
   const next: Lease = { ...cur, state: 'held', lastBinding: cur.binding, updatedAt: now };
   delete next.binding;
+  const createdByThisBinding = cur.lastBinding === undefined;
+  if (!cur.pinned && (holdSeconds === 0 || (discard && createdByThisBinding))) {
+    return { next: null, frees: true, event: event('released', cur, null, now, cur.binding.host), outcome: 'released' };
+  }
   if (!cur.pinned) next.heldUntil = new Date(nowMs + holdSeconds * 1000).toISOString();
   return { next, event: event('released', cur, next, now, cur.binding.host), outcome: 'released' };
+}
+
+/**
+ * Whether a pool may be deleted with these leases in it: never while one is
+ * bound (a pod uses it) or pinned (an operator reserved it), unless forced.
+ * Held, unpinned leases go with the pool.
+ */
+export function decidePoolDelete(leases: readonly Lease[], force: boolean): { blocking: Lease[] } {
+  const blocking = leases.filter((l) => l.state === 'bound' || l.pinned);
+  if (blocking.length > 0 && !force) {
+    const bound = blocking.filter((l) => l.state === 'bound').length;
+    const sample = blocking.slice(0, 3).map((l) => `${l.ip} (${l.identity}${l.pinned ? ', pinned' : ''})`).join(', ');
+    throw new BerthError('PoolInUse', `${bound} bound, ${blocking.length - bound} pinned: ${sample}${blocking.length > 3 ? ', ...' : ''}; use --force to delete it anyway`);
+  }
+  return { blocking };
 }
 
 export function decidePin(cur: Lease | null, pool: string, identity: string, ip: string, now: string): Decision {

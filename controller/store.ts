@@ -9,19 +9,28 @@
  * Contention ("try again later"). No in-process lock guards anything.
  */
 import type { Etcd3 } from 'etcd3';
-import type { BindRequest, BindResponse, CreatePool, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse } from '../common/api';
-import { canonicalIp, defaultGateway, isIp, parseCidr } from '../common/cidr';
-import { BerthError } from '../common/errors';
+import type {
+  BindRequest, BindResponse, CreatePool, DeletePoolResponse, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse, UpdatePool,
+} from '../common/api';
+import { canonicalIp, isIp, parseCidr } from '../common/cidr';
+import { BerthError, castError } from '../common/errors';
 import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
-import { DEFAULT_HOLD_SECONDS, type Lease, type LeaseView, type Pool, type PoolUsage } from '../common/records';
+import type { Host, Lease, LeaseView, Pool, PoolUsage } from '../common/records';
 import { capacity, checkRequested, poolSpace, type PoolSpace } from './allocator';
 import { AllocationBatcher } from './batcher';
 import { Backoff } from './backoff';
-import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decideRelease, newLease } from './lease-rules';
 import { NAME_RE as CNI_NAME_RE } from '../common/cni-config';
-import { commitIf, del, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
+import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, event, holdSecondsFor, newLease, type Decision } from './lease-rules';
+import { checkPoolFits, poolFromRequest, updatedPool } from './pool-rules';
+import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
 import type { ClusterView } from './view';
+
+/**
+ * Pool creates and deletes all rewrite the pool-set guard, so N of them racing
+ * take up to N rounds (each round one commits). They are rare: allow many.
+ */
+const POOL_SET_ATTEMPTS = 64;
 
 export interface StoreOptions {
   maxAttempts?: number;
@@ -49,23 +58,103 @@ export class LeaseStore {
 
   // ---- pools ----
 
+  /**
+   * Creates a pool that overlaps no other pool and contains no host's underlay
+   * address (controller/pool-rules.ts). Overlap is a property of the whole set
+   * of pools, so every create and delete rewrites one guard key, pool-set, and
+   * commits only if its mod revision is still the one read before the pools
+   * were: two racing creates serialise on it, and the loser re-reads and sees
+   * the winner.
+   */
   async createPool(req: CreatePool): Promise<PoolUsage> {
-    if (typeof req?.name !== 'string' || !NAME_RE.test(req.name)) {
-      throw new BerthError('InvalidRequest', String(req?.name), 'pool name must be lowercase letters, digits, ".", "-" or "_"');
+    const pool = poolFromRequest(req, new Date(this.now()).toISOString());
+    const space = poolSpace(parseCidr(pool.cidr), pool.gateway, pool.reserved);
+    if (capacity(space) <= 0n) throw new BerthError('InvalidRequest', pool.cidr, 'pool has no leasable address');
+    const backoff = new Backoff();
+    for (let attempt = 0; attempt < POOL_SET_ATTEMPTS; attempt++) {
+      if (attempt > 0) await backoff.next();
+      // The guard first: a pool created after this read changes the guard, so the commit fails.
+      const guard = await readKey<unknown>(this.etcd, keys.poolSet);
+      const [pools, hosts] = await Promise.all([
+        this.etcd.getAll().prefix(keys.poolPrefix).exec(),
+        this.etcd.getAll().prefix(keys.hostPrefix).exec(),
+      ]);
+      const parse = <T>(kvs: { value: Buffer }[]) => kvs.map((kv) => JSON.parse(kv.value.toString()) as T);
+      const existing = parse<Pool>(pools.kvs);
+      if (existing.some((p) => p.name === pool.name)) throw new BerthError('PoolExists', pool.name);
+      checkPoolFits(pool, existing, parse<Host>(hosts.kvs));
+      const rev = await commitIf(this.etcd, [[keys.pool(pool.name), 'Version', 0], [keys.poolSet, 'Mod', guard.mod]], [
+        this.etcd.put(keys.pool(pool.name)).value(JSON.stringify(pool)),
+        this.etcd.put(keys.poolSet).value(JSON.stringify({ changed: pool.name, at: pool.createdAt })),
+      ]);
+      if (rev === null) continue;
+      await this.view.caughtUp(rev);
+      return this.usage(pool);
     }
-    if (typeof req.cidr !== 'string') throw new BerthError('InvalidRequest', 'cidr', 'cidr is required');
-    const net = parseCidr(req.cidr);
-    const gateway = req.gateway === undefined ? defaultGateway(net) : canonicalIp(String(req.gateway));
-    const reserved = (req.reserved ?? []).map((ip) => canonicalIp(String(ip)));
-    const holdSeconds = req.holdSeconds ?? DEFAULT_HOLD_SECONDS;
-    if (!Number.isInteger(holdSeconds) || holdSeconds < 0) throw new BerthError('InvalidRequest', String(req.holdSeconds), 'holdSeconds must be a non-negative integer');
-    const space = poolSpace(net, gateway, reserved);
-    if (capacity(space) <= 0n) throw new BerthError('InvalidRequest', net.cidr, 'pool has no leasable address');
-    const pool: Pool = { name: req.name, cidr: net.cidr, gateway, reserved, holdSeconds, createdAt: new Date(this.now()).toISOString() };
-    const rev = await commitIf(this.etcd, [[keys.pool(pool.name), 'Version', 0]], [this.etcd.put(keys.pool(pool.name)).value(JSON.stringify(pool))]);
-    if (rev === null) throw new BerthError('PoolExists', pool.name);
-    await this.view.caughtUp(rev);
-    return this.usage(pool);
+    throw new BerthError('Contention', `create pool ${pool.name}: ${POOL_SET_ATTEMPTS} conflicting attempts`);
+  }
+
+  /** Changes a live pool's hold; releases from now on use it, held leases keep their heldUntil. */
+  async updatePool(name: string, req: UpdatePool): Promise<PoolUsage> {
+    const backoff = new Backoff();
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      if (attempt > 0) await backoff.next();
+      const cur = await readKey<Pool>(this.etcd, keys.pool(name));
+      if (!cur.value) throw new BerthError('PoolNotFound', name);
+      const next = updatedPool(cur.value, req);
+      const rev = await commitIf(this.etcd, [[keys.pool(name), 'Mod', cur.mod]], [this.etcd.put(keys.pool(name)).value(JSON.stringify(next))]);
+      if (rev === null) continue;
+      await this.view.caughtUp(rev);
+      return this.usage(next);
+    }
+    throw new BerthError('Contention', `update pool ${name}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  /**
+   * Deletes a pool with its leases and identity index, in one transaction that
+   * commits only if no lease of the pool changed since it was judged (a range
+   * compare), so a bind that lands meanwhile makes it re-read and judge again.
+   * New leases compare the pool key's existence (txn.poolExists), so none is
+   * created in a pool once it is gone. Refused while a lease is bound or
+   * pinned, unless forced. History keeps the removed leases' past and gets a
+   * `freed` event per lease, written right after the commit.
+   */
+  async deletePool(name: string, force: boolean): Promise<DeletePoolResponse> {
+    // A name that cannot be a pool must never become a key prefix to delete.
+    if (!NAME_RE.test(name)) throw new BerthError('PoolNotFound', name);
+    const backoff = new Backoff();
+    for (let attempt = 0; attempt < POOL_SET_ATTEMPTS; attempt++) {
+      if (attempt > 0) await backoff.next();
+      const guard = await readKey<unknown>(this.etcd, keys.poolSet);
+      const pool = await readKey<Pool>(this.etcd, keys.pool(name));
+      if (!pool.value) throw new BerthError('PoolNotFound', name);
+      const res = await this.etcd.getAll().prefix(keys.poolLeasePrefix(name)).exec();
+      const leases = res.kvs.map((kv) => JSON.parse(kv.value.toString()) as Lease);
+      decidePoolDelete(leases, force);
+      const now = new Date(this.now()).toISOString();
+      const rev = await commitIfRangeUnchanged(this.etcd, [[keys.pool(name), 'Mod', pool.mod], [keys.poolSet, 'Mod', guard.mod]],
+        keys.poolLeasePrefix(name), BigInt(res.header.revision), [
+          del(this.etcd, keys.pool(name)),
+          this.etcd.put(keys.poolSet).value(JSON.stringify({ changed: name, at: now })),
+          this.etcd.delete().prefix(keys.poolLeasePrefix(name)),
+          this.etcd.delete().prefix(keys.identityPrefix + name + '/'),
+        ]);
+      if (rev === null) continue;
+      const events = leases.map((l) => event('freed', l, null, now, 'operator'));
+      try {
+        for (let i = 0; i < events.length; i += 100) {
+          await commitIf(this.etcd, [], events.slice(i, i + 100).map((ev) => putEvent(this.etcd, ev)));
+        }
+      } catch (e) {
+        // The pool is gone either way; only history misses some `freed` events.
+        this.log.warn('pool deleted, but writing its freed events failed', { pool: name, error: castError(e).message });
+      }
+      await this.view.caughtUp(rev);
+      this.spaces.delete(name);
+      this.log.info('pool deleted', { pool: name, leases: leases.length, force });
+      return { deleted: pool.value, removedLeases: leases.length };
+    }
+    throw new BerthError('Contention', `delete pool ${name}: ${POOL_SET_ATTEMPTS} conflicting attempts`);
   }
 
   async pool(name: string): Promise<Pool> {
@@ -175,7 +264,7 @@ export class LeaseStore {
 
   private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string): Promise<bigint | null> {
     return commitIf(this.etcd,
-      [[keys.identity(lease.pool, lease.identity), 'Mod', identityMod], [keys.lease(lease.pool, lease.ip), 'Version', 0]],
+      [[keys.identity(lease.pool, lease.identity), 'Mod', identityMod], [keys.lease(lease.pool, lease.ip), 'Version', 0], poolExists(lease.pool)],
       [putLease(this.etcd, lease), putIdentity(this.etcd, lease.pool, lease.identity, lease.ip), putEvent(this.etcd, ev)]);
   }
 
@@ -186,18 +275,19 @@ export class LeaseStore {
   async release(poolName: string, req: ReleaseRequest): Promise<ReleaseResponse> {
     if (typeof req?.containerId !== 'string' || req.containerId === '') throw new BerthError('InvalidRequest', 'containerId', 'containerId is required to release');
     if (req.ifName !== undefined && typeof req.ifName !== 'string') throw new BerthError('InvalidRequest', 'ifName', 'ifName must be a string');
+    if (req.discard !== undefined && typeof req.discard !== 'boolean') throw new BerthError('InvalidRequest', String(req.discard), 'discard must be true or false');
     const pool = await this.pool(poolName);
+    const decide = (l: Lease) => decideRelease(l, req.containerId, holdSecondsFor(pool, l), this.now(), req.discard === true);
     // First from the watch-fed view, as bind does: the commit compares the
     // lease's mod revision, so a stale view costs one more round, never a
     // wrong release. Its negative answers (no lease, not this container's)
     // are never final: those come from etcd below.
     const cached = this.viewLease(poolName, req);
     if (cached && !bindingOnOtherInterface(cached, req)) {
-      const d = decideRelease(cached, req.containerId, pool.holdSeconds, this.now());
-      if (d.next) {
-        const rev = await commitIf(this.etcd, [[keys.lease(poolName, cached.ip), 'Mod', cached.revision]],
-          [putLease(this.etcd, d.next), putEvent(this.etcd, d.event!)]);
-        if (rev !== null) return { outcome: 'released', lease: { ...d.next, revision: String(rev) } };
+      const d = decide(cached);
+      if (d.next || d.frees) {
+        const rev = await this.commitRelease(cached, d);
+        if (rev !== null) return this.released(cached, d, rev);
       }
     }
     const backoff = new Backoff();
@@ -206,13 +296,29 @@ export class LeaseStore {
       const lease = await this.readLease(poolName, req);
       if (!lease) return { outcome: 'not-found' };
       if (bindingOnOtherInterface(lease, req)) return { outcome: 'stale', lease };
-      const d = decideRelease(lease, req.containerId, pool.holdSeconds, this.now());
-      if (!d.next) return { outcome: d.outcome, lease };
-      const rev = await commitIf(this.etcd, [[keys.lease(poolName, lease.ip), 'Mod', lease.revision]],
-        [putLease(this.etcd, d.next), putEvent(this.etcd, d.event!)]);
-      if (rev !== null) return { outcome: 'released', lease: { ...d.next, revision: String(rev) } };
+      const d = decide(lease);
+      if (!d.next && !d.frees) return { outcome: d.outcome, lease };
+      const rev = await this.commitRelease(lease, d);
+      if (rev !== null) return this.released(lease, d, rev);
     }
     throw new BerthError('Contention', `release in ${poolName}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  /** A held lease is written back; a freed one goes with its identity key, as the expirer frees it. */
+  private commitRelease(cur: LeaseView, d: Decision): Promise<bigint | null> {
+    const ops = d.frees
+      ? [del(this.etcd, keys.lease(cur.pool, cur.ip)), del(this.etcd, keys.identity(cur.pool, cur.identity)), putEvent(this.etcd, d.event!)]
+      : [putLease(this.etcd, d.next as Lease), putEvent(this.etcd, d.event!)];
+    return commitIf(this.etcd, [[keys.lease(cur.pool, cur.ip), 'Mod', cur.revision]], ops);
+  }
+
+  /** What a release answers: the held lease, or for a freed one the lease as it was released (no binding, no hold). */
+  private released(cur: LeaseView, d: Decision, rev: bigint): ReleaseResponse {
+    if (d.next) return { outcome: 'released', lease: { ...d.next, revision: String(rev) } };
+    const gone: LeaseView = { ...cur, state: 'held', lastBinding: cur.binding, revision: String(rev) };
+    delete gone.binding;
+    delete gone.heldUntil;
+    return { outcome: 'released', freed: true, lease: gone };
   }
 
   async pin(poolName: string, req: PinRequest): Promise<LeaseView> {
@@ -241,7 +347,7 @@ export class LeaseStore {
       const d = decidePin(cur, poolName, req.identity, ip, now);
       if (!d.next) return snap.lease as LeaseView;
       const rev = await commitIf(this.etcd,
-        [[keys.identity(poolName, req.identity), 'Mod', snap.identityMod], [keys.lease(poolName, ip), 'Mod', curMod ?? '0']],
+        [[keys.identity(poolName, req.identity), 'Mod', snap.identityMod], [keys.lease(poolName, ip), 'Mod', curMod ?? '0'], poolExists(poolName)],
         [putLease(this.etcd, d.next), putIdentity(this.etcd, poolName, req.identity, ip), putEvent(this.etcd, d.event!)]);
       if (rev !== null) return { ...d.next, revision: String(rev) };
     }
@@ -337,4 +443,9 @@ function validateBind(req: BindRequest): void {
   if (req.network !== undefined && (typeof req.network !== 'string' || req.network.length > 256 || !CNI_NAME_RE.test(req.network))) {
     throw new BerthError('InvalidRequest', String(req.network), 'network must be a CNI network name');
   }
+  if (req.source !== undefined && !IDENTITY_SOURCES.includes(req.source)) {
+    throw new BerthError('InvalidRequest', String(req.source), `source must be one of ${IDENTITY_SOURCES.join(', ')}`);
+  }
 }
+
+const IDENTITY_SOURCES: readonly string[] = ['explicit', 'k8s', 'host', 'container'];

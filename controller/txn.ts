@@ -4,14 +4,29 @@
  * the puts/deletes, then the history event, all or nothing.
  */
 import { randomBytes } from 'node:crypto';
-import type { ComparatorBuilder, Etcd3, IOperation } from 'etcd3';
+import { CompareResult, CompareTarget, type ComparatorBuilder, type Etcd3, type IOperation } from 'etcd3';
 import { keys } from '../common/keys';
 import type { Lease, LeaseEvent } from '../common/records';
 
-export type Compare = [key: string, target: 'Version' | 'Mod', value: string | number];
+/** A compare on one key; the comparison is '==' unless given. */
+export type Compare = [key: string, target: 'Version' | 'Mod', value: string | number, cmp?: '==' | '>' | '<' | '!='];
+
+/** New leases are only created in a pool that exists (fences a pool delete against binds in flight). */
+export const poolExists = (pool: string): Compare => [keys.pool(pool), 'Version', 0, '>'];
+
+/**
+ * The stored form of a lease: the record only. A LeaseView's `revision` is
+ * the key's mod revision, carried beside the value and never stored in it
+ * (decisions spread the view they were given, so it is dropped here, at the
+ * one place leases are written).
+ */
+export function leaseRecord(l: Lease): Lease {
+  const { revision: _revision, ...rest } = l as Lease & { revision?: unknown };
+  return rest;
+}
 
 export function putLease(etcd: Etcd3, l: Lease): IOperation {
-  return etcd.put(keys.lease(l.pool, l.ip)).value(JSON.stringify(l));
+  return etcd.put(keys.lease(l.pool, l.ip)).value(JSON.stringify(leaseRecord(l)));
 }
 
 export function putIdentity(etcd: Etcd3, pool: string, identity: string, ip: string): IOperation {
@@ -29,8 +44,8 @@ export function del(etcd: Etcd3, key: string): IOperation {
 /** Commits `ops` if every compare holds; returns the txn revision, or null on conflict. */
 export async function commitIf(etcd: Etcd3, compares: Compare[], ops: IOperation[]): Promise<bigint | null> {
   let b: ComparatorBuilder | null = null;
-  for (const [key, target, value] of compares) {
-    b = b ? b.and(key, target, '==', value) : etcd.if(key, target, '==', value);
+  for (const [key, target, value, cmp = '=='] of compares) {
+    b = b ? b.and(key, target, cmp, value) : etcd.if(key, target, cmp, value);
   }
   const res = await (b ?? etcd.if(keys.poolPrefix, 'Version', '>', -1)).then(...ops).commit();
   return res.succeeded ? BigInt(res.header.revision) : null;
@@ -41,4 +56,33 @@ export async function readKey<T>(etcd: Etcd3, key: string): Promise<{ value: T |
   const res = await etcd.get(key).exec();
   const kv = res.kvs[0];
   return kv ? { value: JSON.parse(kv.value.toString()) as T, mod: String(kv.mod_revision) } : { value: null, mod: '0' };
+}
+
+/**
+ * Like commitIf, plus one range compare: no key under `prefix` was written
+ * after revision `rev` (etcd compares every key in [prefix, prefixEnd)). The
+ * client's builder cannot express a range, so this goes to the KV service.
+ */
+export async function commitIfRangeUnchanged(etcd: Etcd3, compares: Compare[], prefix: string, rev: bigint, ops: IOperation[]): Promise<bigint | null> {
+  const key = Buffer.from(prefix);
+  const cmpResult = { '==': CompareResult.Equal, '>': CompareResult.Greater, '<': CompareResult.Less, '!=': CompareResult.NotEqual } as const;
+  const res = await etcd.kv.txn({
+    compare: [
+      ...compares.map(([k, target, value, cmp = '==']) => ({
+        key: Buffer.from(k), target: CompareTarget[target], result: cmpResult[cmp], [target === 'Mod' ? 'mod_revision' : 'version']: value,
+      })),
+      { key, range_end: prefixEnd(key), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: String(rev + 1n) },
+    ],
+    success: await Promise.all(ops.map((o) => o.op())),
+    failure: [],
+  });
+  return res.succeeded ? BigInt(res.header.revision) : null;
+}
+
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) { end[i]++; return end.subarray(0, i + 1); }
+  }
+  return Buffer.from([0]);
 }

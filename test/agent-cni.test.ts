@@ -127,7 +127,7 @@ test('the host route ADD installs is exactly what the reconciler wants: no plan 
   const pod = s.lab.pod('pod');
   ok(t, await s.cni('ADD', 'recon', pod), 'ADD');
   const { leases } = await admin.leases({ pool: s.pool });
-  const desired = desiredState({ self: s.hostName, hosts: [], leases, pool: { name: s.pool, cidr: '198.18.0.0/24', gateway: s.gateway }, underlayMtu: 1500 });
+  const desired = desiredState({ self: s.hostName, hosts: [], leases, pool: { name: s.pool, cidr: s.cidr, gateway: s.gateway }, underlayMtu: 1500 });
   const actual = await observe(s.hostNl);
   t.is(desired.routes.length, 1);
   t.deepEqual(planChanges({ ...desired, neighs: [], fdbs: [] }, actual), []);
@@ -162,8 +162,23 @@ test('ADD failing after bind (interface name taken in the pod) leaves nothing an
   t.is(r.json.code, 112, r.stdout);
   t.notRegex(hostVeths(s), /bth/);
   t.is(hostRoutes(s).trim(), '');
-  t.like(await leaseOf(s, 'k8s/web/clash'), { state: 'held' }, 'the lease this ADD allocated was released');
+  t.falsy(await leaseOf(s, 'k8s/web/clash'), 'the lease this ADD allocated was freed, not held');
   t.regex(nsExec(pod, 'ip', '-o', 'link', 'show', 'eth0'), /eth0/, "the pod's own interface is untouched");
+});
+
+test('failed ADDs do not park addresses: a one-address pool still serves the next pod', async (t) => {
+  const s = await site(t, { cidr: '198.18.8.0/30' }); // .1 gateway, .2 the only address
+  for (let i = 0; i < 3; i++) {
+    const pod = s.lab.pod(`bad${i}`);
+    nsExec(pod, 'ip', 'link', 'add', 'eth0', 'type', 'bridge');
+    const r = await s.cni('ADD', `fail-${i}`, pod);
+    t.is(r.json?.code, 112, r.stdout);
+  }
+  t.deepEqual((await admin.leases({ pool: s.pool })).leases, []);
+  const good = s.lab.pod('good');
+  const r = await s.cni('ADD', 'good', good);
+  ok(t, r, 'ADD after failed ADDs');
+  t.is(addressOf(r), '198.18.8.2');
 });
 
 test('ADD failing for a lease it did not allocate leaves that lease bound', async (t) => {
@@ -456,9 +471,9 @@ test('a second interface with its own identity gets its own lease and routes onl
   const [ip0, ip1] = [addressOf(eth0), addressOf(net1)];
   t.not(ip0, ip1);
   t.like(await leaseOf(s, 'web/multi/net1'), { ip: ip1, state: 'bound', binding: { containerId: 'multi', ifName: 'net1' } });
-  t.deepEqual(net1.json.routes, [{ dst: '198.18.0.0/24', gw: s.gateway }], 'the result reports the route it made');
+  t.deepEqual(net1.json.routes, [{ dst: s.cidr, gw: s.gateway }], 'the result reports the route it made');
   t.regex(nsExec(pod, 'ip', 'route', 'show', 'default'), new RegExp(`^default via ${re(s.gateway)} dev eth0 .*onlink\\s*$`), 'the default route stays on eth0');
-  t.regex(nsExec(pod, 'ip', 'route', 'show', '198.18.0.0/24'), new RegExp(`via ${re(s.gateway)} dev net1 .*onlink`));
+  t.regex(nsExec(pod, 'ip', 'route', 'show', s.cidr), new RegExp(`via ${re(s.gateway)} dev net1 .*onlink`));
   ok(t, await s.cni('CHECK', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1', extra: { prevResult: net1.json } }), 'CHECK net1');
   const again = await s.cni('ADD', 'multi', pod, { args: `${args};BERTH_IDENTITY=web/multi/net1`, ifName: 'net1' });
   t.deepEqual(again.json, net1.json, 'a repeated ADD of net1 gives the same result');

@@ -69,7 +69,7 @@ function checkNetns(netns: string): void {
 export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
   const { deps } = ctx;
   checkPool(req.pool, deps.pool);
-  const { identity } = identityFor(req.args, req.containerId);
+  const { identity, source } = identityFor(req.args, req.containerId, deps.host);
   if (req.ips && req.ips.length > 1) {
     throw new BerthError('InvalidRequest', `ips: ${req.ips.join(',')}`, 'berth assigns one address per attachment');
   }
@@ -81,12 +81,13 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const mtu = req.mtu ?? deps.overlayMtu;
       const [bind, plug] = await Promise.allSettled([
         deps.controller.bind(req.pool, {
-          identity, host: deps.host, containerId: req.containerId, ifName: req.ifName, network: req.network, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
+          identity, source, host: deps.host, containerId: req.containerId, ifName: req.ifName, network: req.network, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
         }),
         plugVeth(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}) }),
       ]);
       if (bind.status === 'fulfilled' && bind.value.allocated) {
-        undo.push({ what: `release ${bind.value.lease.ip}`, run: () => deps.controller.release(req.pool, { identity, containerId: req.containerId }) });
+        // discard: the runtime never got this address, so it is freed now, not held (fenced by the controller).
+        undo.push({ what: `release ${bind.value.lease.ip}`, run: () => deps.controller.release(req.pool, { identity, containerId: req.containerId, discard: true }) });
       }
       // Once bound, a failure takes the attachment down (the runtime's DEL follows). Unbound, only
       // a pair this ADD created goes: one kept from an earlier ADD still serves that ADD's result.

@@ -34,7 +34,7 @@ function leaseProblems(l: LeaseView | undefined, req: AgentRequest, host: string
 
 export async function check(ctx: Ctx, req: AgentRequest): Promise<void> {
   const { deps } = ctx;
-  const { identity } = identityFor(req.args, req.containerId);
+  const { identity } = identityFor(req.args, req.containerId, deps.host);
   const byIdentity = (await deps.controller.leases({ pool: req.pool, identity })).leases[0];
   const lease = byIdentity ?? (await findBoundLease(deps, req.pool, req.containerId, req.ifName));
   const problems = leaseProblems(lease, req, deps.host, identity);

@@ -33,7 +33,7 @@ const NOTHING_TO_RELEASE = new Set(['PoolNotFound', 'LeaseNotFound', 'NotFound']
 
 async function release(ctx: Ctx, req: AgentRequest): Promise<ReleaseResponse> {
   const { deps } = ctx;
-  const id = tryIdentityFor(req.args, req.containerId);
+  const id = tryIdentityFor(req.args, req.containerId, deps.host);
   if (id) {
     const r = await ctx.locks.run(identityKey(req.pool, id.identity), () => releaseAndUnroute(ctx, req, { identity: id.identity }));
     if (r.outcome !== 'not-found') return r;

@@ -195,6 +195,25 @@ test.serial('hosts ls prints a table (empty without agents) and JSON', async (t)
   t.true(Array.isArray((await okJson<{ hosts: unknown[] }>(t, ['hosts', 'ls'])).hosts));
 });
 
+test.serial('pools set changes the hold; pools delete is refused while in use, then deletes; bad pools are one line', async (t) => {
+  await ok(t, ['pools', 'create', 'cli-del', '--cidr', '198.18.42.0/24', '--hold-policy', 'explicit-only']);
+  t.regex((await ok(t, ['pools', 'show', 'cli-del'])), /Hold:\s+1h \(3600s\), explicit identities only/);
+  t.is(await ok(t, ['pools', 'set', 'cli-del', '--hold', '10m', '--hold-policy', 'all']), 'pool cli-del: hold 600s\n');
+  t.like(await okJson<PoolUsage>(t, ['pools', 'show', 'cli-del']), { holdSeconds: 600, holdPolicy: 'all' });
+  t.regex(await fails(t, ['pools', 'set', 'cli-del'], 2), /^berthctl: nothing to change/);
+  t.regex(await fails(t, ['pools', 'set', 'cli-del', '--hold-policy', 'some'], 2), /argument 'some' is invalid/);
+  const l = await api.bind('cli-del', { identity: 'k8s/shop/del-0', host: 'node-a', containerId: 'c1', ifName: 'eth0' });
+  t.is(await fails(t, ['pools', 'delete', 'cli-del'], 4),
+    `berthctl: pool has bound or pinned leases: 1 bound, 0 pinned: ${l.lease.ip} (k8s/shop/del-0); use --force to delete it anyway`);
+  t.is(await ok(t, ['pools', 'delete', 'cli-del', '--force']), 'deleted pool cli-del 198.18.42.0/24 and 1 lease(s)\n');
+  t.is(await fails(t, ['pools', 'show', 'cli-del'], 3), 'berthctl: no such pool: cli-del');
+  t.is(await fails(t, ['pools', 'delete', 'cli-del'], 3), 'berthctl: no such pool: cli-del');
+  t.is(await fails(t, ['pools', 'create', 'cli-over', '--cidr', '198.18.40.128/25'], 4),
+    'berthctl: pool overlaps another pool or a host address: 198.18.40.128/25 overlaps pool cli (198.18.40.0/24)');
+  t.is(await fails(t, ['pools', 'create', 'cli-31', '--cidr', '198.18.43.0/31'], 2),
+    'berthctl: prefix /31 is too long: a pool needs at least a /30 (network, gateway, one address, broadcast): 198.18.43.0/31');
+});
+
 test('usage errors are one line and exit 2', async (t) => {
   t.is(await fails(t, ['leases', 'ls', '--bogus'], 2), "berthctl: unknown option '--bogus'");
   t.is(await fails(t, ['leases', 'frobnicate'], 2), "berthctl: unknown command 'frobnicate'");

@@ -144,7 +144,7 @@ export function poolDetail(p: PoolUsage): string {
     ['CIDR', p.cidr],
     ['Gateway', p.gateway],
     ['Reserved', p.reserved.length ? p.reserved.join(', ') : NONE],
-    ['Hold', `${formatDuration(p.holdSeconds)} (${p.holdSeconds}s)`],
+    ['Hold', `${formatDuration(p.holdSeconds)} (${p.holdSeconds}s)${p.holdPolicy === 'explicit-only' ? ', explicit identities only' : ''}`],
     ['Created', shortTime(p.createdAt)],
     ['Size', `${p.size} leasable addresses`],
     ['Bound', String(p.bound)],

@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import type { CreatePool, LeaseFilter, LeaseView } from '../../common/api';
+import type { CreatePool, HoldPolicy, LeaseFilter, LeaseView, UpdatePool } from '../../common/api';
 import { ControllerClient } from '../../common/controller-client';
 import { BerthError, isBerthError } from '../../common/errors';
 import {
@@ -81,6 +81,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .showHelpAfterError(false);
 
   const jsonOpt = () => new Option('--json', 'print the API\'s JSON instead of a table');
+  const holdPolicyOpt = () => new Option('--hold-policy <policy>', 'which identities a release holds: all (but container ids) or explicit-only')
+    .choices(['all', 'explicit-only']);
+  const policyNote = (p?: HoldPolicy) => (p === 'explicit-only' ? ' (explicit identities only)' : '');
 
   // ---- pools ----
   const pools = program.command('pools').description('address pools');
@@ -94,19 +97,40 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .option('--gateway <ip>', 'gateway address (default: first host address)', arg(parseIpArg))
     .option('--reserve <ips>', 'comma-separated addresses never leased (repeatable)', arg(parseIpList))
     .option('--hold <duration>', 'how long a released lease stays reserved for its identity: seconds or 1h, 30m, 1d', arg(parseDuration))
+    .addOption(holdPolicyOpt())
     .addOption(jsonOpt())
-    .action(async (name: string, o: { cidr: string; gateway?: string; reserve?: string[]; hold?: number; json?: boolean }, cmd: Command) => {
+    .action(async (name: string, o: { cidr: string; gateway?: string; reserve?: string[]; hold?: number; holdPolicy?: HoldPolicy; json?: boolean }, cmd: Command) => {
       const body: CreatePool = { name, cidr: o.cidr };
       if (o.gateway !== undefined) body.gateway = o.gateway;
       if (o.reserve !== undefined) body.reserved = o.reserve;
       if (o.hold !== undefined) body.holdSeconds = o.hold;
+      if (o.holdPolicy !== undefined) body.holdPolicy = o.holdPolicy;
       const p = await connect(cmd).createPool(body);
-      out(o.json ? json(p) : `created pool ${p.name} ${p.cidr}: gateway ${p.gateway}, ${p.size} leasable addresses, hold ${p.holdSeconds}s\n`);
+      out(o.json ? json(p) : `created pool ${p.name} ${p.cidr}: gateway ${p.gateway}, ${p.size} leasable addresses, hold ${p.holdSeconds}s${policyNote(p.holdPolicy)}\n`);
     });
   pools.command('show <name>').description('one pool: settings and utilisation').addOption(jsonOpt())
     .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
       const p = await connect(cmd).pool(name);
       out(o.json ? json(p) : poolDetail(p));
+    });
+  pools.command('set <name>').description('change a live pool\'s hold (applies to releases from now on)')
+    .option('--hold <duration>', 'how long a released lease stays reserved for its identity: seconds or 1h, 30m, 1d', arg(parseDuration))
+    .addOption(holdPolicyOpt())
+    .addOption(jsonOpt())
+    .action(async (name: string, o: { hold?: number; holdPolicy?: HoldPolicy; json?: boolean }, cmd: Command) => {
+      const body: UpdatePool = {};
+      if (o.hold !== undefined) body.holdSeconds = o.hold;
+      if (o.holdPolicy !== undefined) body.holdPolicy = o.holdPolicy;
+      if (Object.keys(body).length === 0) throw new BerthError('InvalidRequest', name, 'nothing to change: pass --hold and/or --hold-policy');
+      const p = await connect(cmd).updatePool(name, body);
+      out(o.json ? json(p) : `pool ${p.name}: hold ${p.holdSeconds}s${policyNote(p.holdPolicy)}\n`);
+    });
+  pools.command('delete <name>').description('delete a pool with its held leases (refused while a lease is bound or pinned)')
+    .option('--force', 'delete it even with bound or pinned leases (their pods lose their addresses)')
+    .addOption(jsonOpt())
+    .action(async (name: string, o: { force?: boolean; json?: boolean }, cmd: Command) => {
+      const r = await connect(cmd).deletePool(name, o.force === true);
+      out(o.json ? json(r) : `deleted pool ${r.deleted.name} ${r.deleted.cidr} and ${r.removedLeases} lease(s)\n`);
     });
 
   // ---- leases ----

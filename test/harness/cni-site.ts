@@ -28,6 +28,7 @@ export interface Site {
   pool: string;
   gateway: string;
   hostName: string;
+  cidr: string;
   deps: CniDeps;
   handler: CniHandler;
   server: CniServer;
@@ -38,6 +39,8 @@ export interface Site {
   /** Runs the real plugin; env defaults to an ADD-shaped CNI_* set for (cid, eth0, pod). */
   cni(verb: string, cid: string, pod: Netns | undefined, o?: { version?: string; args?: string; ifName?: string; extra?: Record<string, unknown> }): Promise<ExecResult>;
 }
+
+let siteCount = 0;
 
 /** Call warmThreadPool() once before the first site (openNetlinkIn needs it). */
 export async function startSite(t: ExecutionContext, controllerUrl: string, o: { cidr?: string } = {}): Promise<Site> {
@@ -52,7 +55,8 @@ export async function startSite(t: ExecutionContext, controllerUrl: string, o: {
   const host = lab.netns('h');
   const hostNl = openNetlinkIn(host.path);
   t.teardown(() => hostNl.socket.close());
-  const cidr = o.cidr ?? '198.18.0.0/24';
+  // Pools may not overlap: each site gets its own /24 unless told.
+  const cidr = o.cidr ?? `198.18.${100 + (siteCount++ % 150)}.0/24`;
   const gateway = cidr.replace(/\.0\/\d+$/, '.1');
   await ensureBridge(hostNl, { name: 'berth0', address: `${gateway}/32`, mtu: 1450 });
   const pool = `p-${randomTag()}`;
@@ -77,6 +81,6 @@ export async function startSite(t: ExecutionContext, controllerUrl: string, o: {
     CNI_COMMAND: verb, CNI_CONTAINERID: cid, CNI_NETNS: pod?.path ?? '', CNI_IFNAME: x.ifName ?? 'eth0',
     CNI_ARGS: x.args ?? `K8S_POD_NAMESPACE=web;K8S_POD_NAME=${cid}`, CNI_PATH: '/usr/lib/cni',
   }, conf(x.version ?? '1.1.0', x.extra));
-  return { lab, host, hostNl, pool, gateway, hostName, deps, handler, server, dir, journalDir, dirty, conf, cni };
+  return { lab, host, hostNl, pool, gateway, hostName, cidr, deps, handler, server, dir, journalDir, dirty, conf, cni };
 }
 
