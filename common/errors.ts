@@ -34,6 +34,8 @@ export const ERROR_TABLE = {
   NotFound: [111, 404, 3, 'no such resource'],
   KernelError: [112, 500, 1, 'kernel rejected a network change'],
   CheckFailed: [113, 500, 1, 'attachment does not match the lease'],
+  HostNotFound: [120, 404, 3, 'no such host'],
+  HostAlive: [121, 409, 4, 'host is alive'],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 export type ErrorKind = keyof typeof ERROR_TABLE;

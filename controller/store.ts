@@ -18,7 +18,7 @@ import { DEFAULT_HOLD_SECONDS, type Lease, type LeaseView, type Pool, type PoolU
 import { capacity, checkRequested, poolSpace, type PoolSpace } from './allocator';
 import { AllocationBatcher } from './batcher';
 import { Backoff } from './backoff';
-import { decideBind, decideOperatorFree, decidePin, decideRelease, newLease } from './lease-rules';
+import { decideBind, decideOperatorFree, decidePin, decideRelease, newLease, type HostStatus } from './lease-rules';
 import { commitIf, del, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
 import type { ClusterView } from './view';
 
@@ -153,8 +153,8 @@ export class LeaseStore {
       const movingAway = snap.lease.state === 'bound' && holder !== undefined && holder.containerId !== req.containerId;
       // The view may not have seen a release yet: never refuse a bind on its word alone.
       if (movingAway && !fresh) continue;
-      const hostAlive = movingAway ? (await readKey(this.etcd, keys.host(holder.host))).value !== null : true;
-      const decision = decideBind(snap.lease, req, now, () => hostAlive);
+      const status: HostStatus = movingAway ? await this.hostStatus(holder.host) : 'alive';
+      const decision = decideBind(snap.lease, req, now, () => status);
       // "Already bound to you" is an answer the view may give after etcd moved on (a release
       // this replica made a moment ago, not yet seen): confirm it with a fresh read.
       if (!decision.next && !fresh) continue;
@@ -168,6 +168,13 @@ export class LeaseStore {
       if (rev !== null) return this.bound(pool, decision.next, rev, false);
     }
     throw new BerthError('Contention', `bind ${req.identity} in ${poolName}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  /** A binding's host as the bind rule sees it: only a missing record ('gone') lets its leases move. */
+  private async hostStatus(host: string): Promise<HostStatus> {
+    const [record, alive] = await Promise.all([readKey(this.etcd, keys.host(host)), this.etcd.get(keys.alive(host)).exec()]);
+    if (record.value === null) return 'gone';
+    return alive.kvs.length > 0 ? 'alive' : 'absent';
   }
 
   private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string): Promise<bigint | null> {
