@@ -37,9 +37,15 @@ test.serial('an agent frozen past its TTL changes no route: its pods stay reacha
   await pingOk(c, p2.ns, p1.ip);
 
   const pid = h1.pid!;
+  const leaseId = String(c.logs(h1, 'host registered').at(-1)?.leaseId);
   process.kill(pid, 'SIGSTOP');
   t.teardown(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* already gone */ } });
-  await eventually(async () => { if (await aliveKey(c, h1.name)) throw new Error('still alive'); }, { timeoutMs: 20_000, what: 'the frozen agent\'s alive key to expire' });
+  // Wait for the agent's etcd lease itself to expire, whatever hangs on it.
+  await eventually(async () => {
+    const ttl = await c.etcd.client().leaseClient.leaseTimeToLive({ ID: leaseId });
+    if (Number(ttl.TTL) >= 0) throw new Error(`lease ${leaseId} still has ${ttl.TTL}s`); // -1: gone
+  }, { timeoutMs: 20_000, what: 'the frozen agent\'s etcd lease to expire' });
+  t.false(await aliveKey(c, h1.name));
   // Two of host-2's resync passes after the expiry: each recomputes every route
   // from its view, so a route that depended on the alive key would be gone now.
   const from = c.logs(h2).length;
