@@ -96,7 +96,11 @@ export async function declareDead(d: HostsDeps, host: string, o: { by: 'reaper' 
 /** Turns every lease bound on the dead host held, then deletes its record. */
 async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNullable<Host['dead']>): Promise<ForgetResponse> {
   // Every bind that committed before the mark is in the view once it reaches the mark's revision.
-  await d.view.caughtUp(BigInt(markRev));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new BerthError('StoreUnavailable', `the controller's view has not reached revision ${markRev}`, 'etcd watch lagging; the host is marked dead and will be finished, retry')), 10_000);
+  });
+  try { await Promise.race([d.view.caughtUp(BigInt(markRev)), late]); } finally { clearTimeout(timer); }
   const reason = dead.by === 'operator' ? `host ${host} forgotten by an operator` : `host ${host} declared dead: ${dead.reason}`;
   const bound: LeaseView[] = [];
   for (const leases of d.view.leases.values()) {
