@@ -8,8 +8,10 @@
  *   1. underlay address and MTU (netlink, own netns)
  *   2. list + watch etcd; wait for the pool record (gateway, cidr)
  *   3. devices and sysctls: berth0 must exist before any CNI ADD
- *   4. register the host key (etcd lease, keepalive)
- *   5. first reconcile pass, awaited: a restart with nothing to do logs ops 0
+ *   4. register: alive key on an etcd lease (keepalive), host record if needed
+ *   5. first reconcile pass, awaited: a restart with nothing to do logs ops 0;
+ *      it also withdraws local pods whose lease moved away meanwhile
+ *      (agent/withdraw.ts), so they stop answering before CNI is served
  *   6. CNI socket, then one replay of the DEL journal
  * stop() undoes 6..2 but never revokes the host lease (see registration.ts)
  * and never removes devices or routes: pods keep their network while the
@@ -33,6 +35,7 @@ import { replayJournal } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
 import { Registration } from './registration';
+import { Withdrawer } from './withdraw';
 import { EtcdSource } from './source';
 
 export interface AgentOptions {
@@ -124,14 +127,23 @@ export class Agent {
       }
     }
     const fast = this.fastPath;
+    const withdrawer = new Withdrawer();
     this.reconciler = new Reconciler({
       netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000,
-      ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkViews(nl))) } : {}),
+      // Withdraw before the fast path syncs, so it drops a withdrawn pod in the same pass.
+      afterApply: async (d: Desired, nl: Netlink) => {
+        const w = await withdrawer.run(d, nl);
+        if (w.retired.length) this.log.info('withdrew local pods whose lease is not bound here', { veths: w.retired });
+        if (!fast) return w;
+        const f = await fast.sync(fastPathWant(d, await linkViews(nl)));
+        return { ops: w.ops + f.ops, failed: [...w.failed, ...f.failed] };
+      },
     });
-    const ownKeyGone = `delete ${keys.host(o.host)}`;
+    const ownRecord = keys.host(o.host);
     this.source = new EtcdSource(this.etcd, o.pool, this.log, {
       onChange: (why) => {
-        if (why === ownKeyGone) void this.registration?.reassert();
+        // Our record deleted (host forgotten) or annotated by the reaper: write it back.
+        if (why === `delete ${ownRecord}` || why === `put ${ownRecord}`) void this.registration?.ensureRecord();
         this.reconciler?.markDirty(why);
       },
     });
@@ -213,8 +225,8 @@ export class Agent {
   }
 
   /**
-   * Stops serving and watching. Kernel state stays as it is, and the host
-   * key stays until its TTL ends unless `revoke` is set.
+   * Stops serving and watching. Kernel state stays as it is, the host record
+   * stays, and the alive key stays until its TTL ends unless `revoke` is set.
    */
   async stop(o: { revoke?: boolean } = {}): Promise<void> {
     if (this.stopping) return;

@@ -15,7 +15,8 @@
  *   GET    /v1/leases?pool=&host=&state=&identity=   -> {leases: LeaseView[]}
  *   GET    /v1/leases/:ip[?pool=]                    -> LeaseView
  *   GET    /v1/history?ip=&identity=&at=&since=&until=&limit=  -> {events: LeaseEvent[]}
- *   GET    /v1/hosts                                 -> {hosts: HostView[]}
+ *   GET    /v1/hosts                                 -> {hosts: HostView[]}  (records with liveness)
+ *   DELETE /v1/hosts/:host[?force=1]                 -> ForgetResponse  (declare dead now; refused while alive)
  *
  * Errors: {error: ErrorBody} with the status from common/errors.ts.
  */
@@ -115,6 +116,18 @@ export interface HistoryQuery {
 
 export interface HostView extends Host {
   leases: number;
+  /** The host's alive key exists: its agent is running and reaches etcd. */
+  alive: boolean;
+}
+
+export interface ForgetResponse {
+  host: string;
+  /** Bound leases turned held (pinned ones included). */
+  orphaned: number;
+  /** Of those, pinned: held-pinned, never expire. */
+  pinned: number;
+  /** True when the host's agent came back midway: the rest of its leases stay bound. */
+  interrupted: boolean;
 }
 
 export interface Health {

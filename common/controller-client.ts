@@ -6,7 +6,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type {
-  BindRequest, BindResponse, CreatePool, DeletePoolResponse, Health, HistoryQuery, HostView, LeaseEvent, LeaseFilter, LeaseView,
+  BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryQuery, HostView, LeaseEvent, LeaseFilter, LeaseView,
   PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
 } from './api';
 import { BerthError, fromBody } from './errors';
@@ -51,6 +51,9 @@ export class ControllerClient {
   lease(ip: string, pool?: string): Promise<LeaseView> { return this.call('GET', `v1/leases/${enc(ip)}${query({ pool })}`); }
   history(q: HistoryQuery): Promise<{ events: LeaseEvent[] }> { return this.call('GET', `v1/history${query(q)}`); }
   hosts(): Promise<{ hosts: HostView[] }> { return this.call('GET', 'v1/hosts'); }
+  forgetHost(host: string, force = false): Promise<ForgetResponse> {
+    return this.call('DELETE', `v1/hosts/${enc(host)}${force ? '?force=1' : ''}`);
+  }
 
   close(): void { this.agent.destroy(); }
 

@@ -37,6 +37,8 @@ export const ERROR_TABLE = {
   InterfaceConflict: [125, 409, 4, "the identity's address is attached through another interface of this container"],
   PoolOverlap: [114, 409, 4, 'pool overlaps another pool or a host address'],
   PoolInUse: [115, 409, 4, 'pool has bound or pinned leases'],
+  HostNotFound: [120, 404, 3, 'no such host'],
+  HostAlive: [121, 409, 4, 'host is alive'],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 export type ErrorKind = keyof typeof ERROR_TABLE;

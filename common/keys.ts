@@ -5,9 +5,12 @@
  *   /berth/v1/pool-set                            guard: every pool create/delete rewrites it (overlap check)
  *   /berth/v1/leases/<pool>/<ip>                  Lease   (address-keyed: one key per address)
  *   /berth/v1/identities/<pool>/<identity>        {ip}    (identity index: same identity, same address)
- *   /berth/v1/hosts/<host>                        Host    (attached to the agent's etcd lease)
+ *   /berth/v1/hosts/<host>                        Host    (persistent: written by the agent, deleted only
+ *                                                          when the host is declared dead or forgotten)
+ *   /berth/v1/alive/<host>                        HostAlive (attached to the agent's etcd lease: liveness)
  *   /berth/v1/events/<ip>/<at>-<seq>              LeaseEvent (bounded by age and count)
  *   /berth/v1/election/expirer                    etcd election for the single expirer
+ *   berth-v1-host-reaper                          etcd election for the single host reaper
  *
  * Uniqueness of an address is the absence of its lease key, so every
  * allocation is a transaction comparing that key's version with 0.
@@ -28,10 +31,13 @@ export const keys = {
   identity: (pool: string, identity: string) => `${ROOT}identities/${pool}/${encodeURIComponent(identity)}`,
   hostPrefix: `${ROOT}hosts/`,
   host: (host: string) => `${ROOT}hosts/${host}`,
+  alivePrefix: `${ROOT}alive/`,
+  alive: (host: string) => `${ROOT}alive/${host}`,
   eventPrefix: `${ROOT}events/`,
   addressEventPrefix: (ip: string) => `${ROOT}events/${ip}/`,
   event: (ip: string, at: string, seq: string) => `${ROOT}events/${ip}/${at}-${seq}`,
   electionExpirer: 'berth-v1-expirer',
+  electionHostReaper: 'berth-v1-host-reaper',
 } as const;
 
 export type ParsedKey =
@@ -39,6 +45,7 @@ export type ParsedKey =
   | { type: 'lease'; pool: string; ip: string }
   | { type: 'identity'; pool: string; identity: string }
   | { type: 'host'; host: string }
+  | { type: 'alive'; host: string }
   | { type: 'event'; ip: string }
   | { type: 'other' };
 
@@ -54,6 +61,8 @@ export function parseKey(key: string): ParsedKey {
       return parts.length === 3 ? { type: 'identity', pool: parts[1], identity: decodeURIComponent(parts[2]) } : { type: 'other' };
     case 'hosts':
       return parts.length === 2 ? { type: 'host', host: parts[1] } : { type: 'other' };
+    case 'alive':
+      return parts.length === 2 ? { type: 'alive', host: parts[1] } : { type: 'other' };
     case 'events':
       return parts.length === 3 ? { type: 'event', ip: parts[1] } : { type: 'other' };
     default:

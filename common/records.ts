@@ -74,6 +74,11 @@ export interface LeaseView extends Lease {
   revision: string;
 }
 
+/**
+ * A host's persistent record (/berth/v1/hosts/<host>). The agent writes the
+ * first six fields; the controller's host reaper adds `absent` and `dead`
+ * while the agent is away, and the agent's next write drops them again.
+ */
 export interface Host {
   name: string;
   underlayIp: string;
@@ -82,9 +87,19 @@ export interface Host {
   /** The pool the agent serves. */
   pool: string;
   registeredAt: string;
+  /** Set by the host reaper while the liveness key is absent: when it saw that, and when it declares the host dead. */
+  absent?: { since: string; deadAt: string };
+  /** Set when the host is declared dead: its bound leases are being turned held, then the record goes. */
+  dead?: { at: string; by: 'reaper' | 'operator'; reason: string };
 }
 
-export type LeaseEventKind = 'allocated' | 'bound' | 'rebound' | 'moved' | 'released' | 'pinned' | 'unpinned' | 'expired' | 'freed';
+/** The liveness key's value (/berth/v1/alive/<host>, on the agent's etcd lease). */
+export interface HostAlive {
+  host: string;
+  since: string;
+}
+
+export type LeaseEventKind = 'allocated' | 'bound' | 'rebound' | 'moved' | 'released' | 'pinned' | 'unpinned' | 'expired' | 'freed' | 'orphaned';
 
 export interface LeaseEvent {
   at: string;
@@ -96,8 +111,10 @@ export interface LeaseEvent {
   containerId?: string;
   oldState: LeaseState | 'free';
   newState: LeaseState | 'free';
-  /** Who asked: a host agent, an operator, or the expirer. */
+  /** Who asked: a host agent, an operator, the expirer, or the host reaper. */
   actor?: string;
+  /** Why, when the actor isn't the binding's own agent (e.g. an 'orphaned' lease: its host was declared dead). */
+  reason?: string;
 }
 
 export interface PoolUsage extends Pool {

@@ -5,10 +5,11 @@
  */
 import * as http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import type { HistoryQuery, HostView, LeaseFilter } from '../common/api';
+import type { HistoryQuery, LeaseFilter } from '../common/api';
 import { BerthError, castError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { queryHistory } from './history';
+import { declareDead, hostViews } from './hosts';
 import type { LeaseStore } from './store';
 
 const MAX_BODY = 64 * 1024;
@@ -18,6 +19,7 @@ type Handler = (req: Ctx) => Promise<[number, unknown]>;
 interface Ctx { params: string[]; query: URLSearchParams; body: () => Promise<any> }
 
 export function createApi(store: LeaseStore, log: Logger, opts: { token?: string; etcdHealthy: () => Promise<boolean> }): http.Server {
+  const deps = { etcd: store.etcd, view: store.view, log, now: store.now };
   const routes: [string, RegExp, Handler][] = [
     ['GET', /^\/healthz$/, async () => {
       const etcd = await opts.etcdHealthy();
@@ -45,7 +47,10 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
       if (limit !== null) q.limit = Number(limit);
       return [200, { events: await queryHistory(store.etcd, q) }];
     }],
-    ['GET', /^\/v1\/hosts$/, async () => [200, { hosts: hostViews(store) }]],
+    ['GET', /^\/v1\/hosts$/, async () => [200, { hosts: await hostViews(deps) }]],
+    ['DELETE', /^\/v1\/hosts\/([^/]+)$/, async (c) => {
+      return [200, await declareDead(deps, c.params[0], { by: 'operator', reason: 'forgotten by an operator', force: isForce(c.query) })];
+    }],
   ];
 
   return http.createServer((req, res) => {
@@ -83,15 +88,6 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
       fail(e);
     }
   });
-}
-
-function hostViews(store: LeaseStore): HostView[] {
-  const counts = new Map<string, number>();
-  for (const leases of store.view.leases.values()) {
-    for (const l of leases.values()) if (l.binding) counts.set(l.binding.host, (counts.get(l.binding.host) ?? 0) + 1);
-  }
-  return [...store.view.hosts.values()].map((h) => ({ ...h.value, leases: counts.get(h.value.name) ?? 0 }))
-    .sort((a, b) => a.name.localeCompare(b.name));
 }
 
 function isForce(q: URLSearchParams): boolean {

@@ -1,6 +1,6 @@
 /**
  * Wires one controller replica: etcd client, watch-fed view, lease store,
- * elected expirer and the HTTP API. Used by the bin, the tests and the demo.
+ * elected expirer, elected host reaper and the HTTP API. Used by the bin, the tests and the demo.
  */
 import { chmodSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
@@ -11,6 +11,7 @@ import { openEtcd, type EtcdConnection } from '../common/etcd';
 import { createLogger, type Logger } from '../common/log';
 import { createApi } from './api';
 import { Expirer } from './expirer';
+import { DEFAULT_HOST_DEAD_AFTER_SECONDS, HostReaper } from './host-reaper';
 import { LeaseStore } from './store';
 import { ClusterView } from './view';
 
@@ -24,6 +25,10 @@ export interface ControllerOptions {
   historyMaxAgeMs?: number;
   historyMaxPerAddress?: number;
   batchMax?: number;
+  /** A host whose alive key stays absent this long is declared dead (controller/host-reaper.ts). */
+  hostDeadAfterSeconds?: number;
+  /** How often the elected host reaper checks liveness. */
+  hostCheckMs?: number;
   now?: () => number;
   log?: Logger;
 }
@@ -34,6 +39,7 @@ export interface RunningController {
   urls: string[];
   store: LeaseStore;
   expirer: Expirer;
+  reaper: HostReaper;
   stop(): Promise<void>;
 }
 
@@ -53,6 +59,11 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     now,
   });
   expirer.start();
+  const deadAfterMs = (o.hostDeadAfterSeconds ?? DEFAULT_HOST_DEAD_AFTER_SECONDS) * 1000;
+  const reaper = new HostReaper(etcd, view, log, {
+    replicaId, deadAfterMs, checkMs: o.hostCheckMs ?? Math.min(5000, Math.max(100, Math.floor(deadAfterMs / 10))), now,
+  });
+  reaper.start();
   const etcdHealthy = async () => {
     try { await etcd.maintenance.status(); return true; } catch { return false; }
   };
@@ -66,9 +77,10 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const url = urls[0];
   log.info('controller listening', { urls });
   return {
-    url, urls, store, expirer,
+    url, urls, store, expirer, reaper,
     async stop() {
       await Promise.all(servers.map((server) => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); })));
+      await reaper.stop();
       await expirer.stop();
       await view.close();
       etcd.close();

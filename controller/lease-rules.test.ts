@@ -6,13 +6,14 @@ import type { Lease } from '../common/records';
 import { overlaps, parseCidr } from '../common/cidr';
 import type { IdentitySource, Pool } from '../common/records';
 import { checkPoolFits, poolFromRequest } from './pool-rules';
-import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, holdSecondsFor, isExpired, newLease, sourceOf } from './lease-rules';
+import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, holdSecondsFor, isExpired, newLease, sourceOf, type HostStatus } from './lease-rules';
 
 const NOW = '2026-11-23T10:00:00.000Z';
 const req = (o: Partial<BindRequest> = {}): BindRequest => ({ identity: 'k8s/web/db-0', host: 'node-a', containerId: 'c1', ifName: 'eth0', ...o });
 const bound = (o: Partial<BindRequest> = {}): Lease => newLease('default', '198.18.0.7', req(o), NOW).next as Lease;
-const alive = () => true;
-const dead = () => false;
+const alive = (): HostStatus => 'alive';
+const absent = (): HostStatus => 'absent';
+const gone = (): HostStatus => 'gone';
 
 test('same container binding again changes nothing', (t) => {
   const d = decideBind(bound(), req(), NOW, alive);
@@ -31,11 +32,40 @@ test('a different container cannot take a bound lease while its host is alive', 
   }
 });
 
-test('a bound lease moves when its host registration has expired, and says so', (t) => {
-  const d = decideBind(bound(), req({ containerId: 'c2', host: 'node-b' }), NOW, dead);
+test('a bound lease moves when its host record is gone (declared dead or forgotten), and says so', (t) => {
+  const d = decideBind(bound(), req({ containerId: 'c2', host: 'node-b' }), NOW, gone);
   t.is(d.next?.binding?.host, 'node-b');
   t.is(d.reliesOnHostGone, 'node-a');
   t.is(d.event?.kind, 'moved');
+});
+
+test('an absent agent (record kept, alive key gone) keeps its bound lease, and the refusal says how to free it', (t) => {
+  const e = t.throws(() => decideBind(bound(), req({ containerId: 'c2', host: 'node-b' }), NOW, absent));
+  t.true(isBerthError(e));
+  if (isBerthError(e)) {
+    t.is(e.kind, 'LeaseHeldElsewhere');
+    t.regex(e.details ?? '', /container c1 on host node-a/);
+    t.regex(e.details ?? '', /not responding.*berthctl hosts forget node-a/);
+  }
+});
+
+test('property: a bound lease changes host only when its host is gone, whatever the liveness', (t) => {
+  const status = fc.constantFrom<HostStatus>('alive', 'absent', 'gone');
+  fc.assert(fc.property(status, fc.constantFrom('c1', 'c2'), fc.constantFrom('node-a', 'node-b'), (s, c, h) => {
+    const cur = bound();
+    let moved: boolean;
+    try {
+      const d = decideBind(cur, req({ containerId: c, host: h }), NOW, () => s);
+      moved = d.next !== null && (d.next.binding?.containerId !== 'c1' || d.next.binding?.host !== 'node-a');
+      if (moved && d.reliesOnHostGone !== 'node-a') return false; // the store fences on the old record's absence
+    } catch (e) {
+      if (!isBerthError(e) || e.kind !== 'LeaseHeldElsewhere') throw e;
+      moved = false;
+    }
+    const sameHolder = c === 'c1' && h === 'node-a';
+    return moved === (!sameHolder && s === 'gone');
+  }));
+  t.pass();
 });
 
 test('release by the bound container holds the lease for holdSeconds', (t) => {
@@ -87,7 +117,7 @@ test('property: only held, unpinned leases past their hold are expired', (t) => 
 });
 
 test('property: any sequence of binds and releases keeps one identity on one address', (t) => {
-  const op = fc.record({ kind: fc.constantFrom('bind', 'release'), c: fc.constantFrom('c1', 'c2', 'c3'), h: fc.constantFrom('node-a', 'node-b'), hostAlive: fc.boolean() });
+  const op = fc.record({ kind: fc.constantFrom('bind', 'release'), c: fc.constantFrom('c1', 'c2', 'c3'), h: fc.constantFrom('node-a', 'node-b'), hostAlive: fc.constantFrom<HostStatus>('alive', 'absent', 'gone') });
   fc.assert(fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
     let l = bound();
     for (const o of ops) {
@@ -147,7 +177,7 @@ test('a release fenced by another interface of the same container is recognised'
 test('property: while bound to one container, the lease never changes interface, and only its own interface releases it', (t) => {
   const op = fc.record({
     kind: fc.constantFrom('bind', 'release'), c: fc.constantFrom('c1', 'c2'), ifName: fc.constantFrom('eth0', 'net1', 'net2'),
-    network: fc.constantFrom('berth', 'rtcnet', undefined), h: fc.constantFrom('node-a', 'node-b'), hostAlive: fc.boolean(),
+    network: fc.constantFrom('berth', 'rtcnet', undefined), h: fc.constantFrom('node-a', 'node-b'), hostAlive: fc.constantFrom<HostStatus>('alive', 'absent', 'gone'),
   });
   fc.assert(fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
     let l = bound({ network: 'berth' });
@@ -222,7 +252,7 @@ test('property: a discard frees only a lease created by the binding it releases'
     let l = bound();
     for (const o of ops) {
       try {
-        const d = o.kind === 'bind' ? decideBind(l, req({ containerId: o.c }), NOW, () => true)
+        const d = o.kind === 'bind' ? decideBind(l, req({ containerId: o.c }), NOW, alive)
           : o.kind === 'pin' ? decidePin(l, l.pool, l.identity, l.ip, NOW)
           : decideRelease(l, o.c, 60, Date.parse(NOW));
         if (d.next) l = d.next;

@@ -7,8 +7,10 @@
  *
  * - The same identity always gets its address back, from any host.
  * - A bound lease changes container only when its binding was released, or
- *   when the binding's host registration has expired (the host is gone).
- *   Anything else is LeaseHeldElsewhere, retryable, naming the holder.
+ *   when the binding's host has no record any more (declared dead or
+ *   forgotten: controller/host-reaper.ts). An agent that is merely absent
+ *   (alive key gone) keeps its leases. Anything else is LeaseHeldElsewhere,
+ *   retryable, naming the holder.
  * - A release names its container id; a release from any other container is
  *   stale and changes nothing (fencing).
  * - Pinned leases never expire; only an operator frees them.
@@ -51,7 +53,15 @@ export function newLease(pool: string, ip: string, req: BindRequest, now: string
   return { next: lease, event: event('allocated', null, lease, now, req.host) };
 }
 
-export function decideBind(cur: Lease, req: BindRequest, now: string, hostAlive: (host: string) => boolean): Decision {
+/**
+ * What the bind rule knows of a binding's host: 'alive' (alive key present),
+ * 'absent' (record present, alive key gone: the agent is down or frozen, its
+ * pods are presumed fine), 'gone' (no record: declared dead, forgotten, or
+ * never registered).
+ */
+export type HostStatus = 'alive' | 'absent' | 'gone';
+
+export function decideBind(cur: Lease, req: BindRequest, now: string, hostStatus: (host: string) => HostStatus): Decision {
   if (cur.state === 'bound' && cur.binding) {
     const b = cur.binding;
     if (b.containerId === req.containerId && b.host === req.host) {
@@ -70,10 +80,14 @@ export function decideBind(cur: Lease, req: BindRequest, now: string, hostAlive:
       const next: Lease = { ...cur, binding: { ...b, network: req.network }, updatedAt: now };
       return { next, event: event('rebound', cur, next, now, req.host) };
     }
-    if (hostAlive(b.host)) {
+    const status = hostStatus(b.host);
+    if (status !== 'gone') {
+      const absent = status === 'absent'
+        ? `; host ${b.host}'s agent is not responding, and the lease moves only once the host is declared dead (berthctl hosts forget ${b.host})`
+        : '';
       throw new BerthError(
         'LeaseHeldElsewhere',
-        `${cur.identity} holds ${cur.ip}, bound to container ${b.containerId} on host ${b.host} since ${b.boundAt}`,
+        `${cur.identity} holds ${cur.ip}, bound to container ${b.containerId} on host ${b.host} since ${b.boundAt}${absent}`,
       );
     }
     const next = rebind(cur, req, now);

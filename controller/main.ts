@@ -15,7 +15,8 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-controller')
   .option('--token-file <file>', 'require this bearer token on every API call')
   .option('--sweep-ms <ms>', 'expiry sweep interval', positiveInt, 1000)
   .option('--history-max-age-hours <h>', 'keep lease history this long', positiveInt, 168)
-  .option('--history-max-per-address <n>', 'keep at most this many events per address', positiveInt, 200);
+  .option('--history-max-per-address <n>', 'keep at most this many events per address', positiveInt, 200)
+  .option('--host-dead-after <seconds>', 'declare a host dead once its agent has been absent this long; its bound leases become held', positiveInt, 300);
 
 async function main(): Promise<void> {
   program.parse();
@@ -24,7 +25,7 @@ async function main(): Promise<void> {
   const ctl = await startController({
     etcd: etcdConnectionFrom(o),
     listen: o.listen, token: readTokenFile(o.tokenFile), sweepMs: o.sweepMs,
-    historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, log,
+    historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, hostDeadAfterSeconds: o.hostDeadAfter, log,
   });
   const shutdown = (sig: string) => {
     log.info('shutting down', { signal: sig });

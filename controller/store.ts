@@ -21,7 +21,7 @@ import { capacity, checkRequested, poolSpace, type PoolSpace } from './allocator
 import { AllocationBatcher } from './batcher';
 import { Backoff } from './backoff';
 import { NAME_RE as CNI_NAME_RE } from '../common/cni-config';
-import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, event, holdSecondsFor, newLease, type Decision } from './lease-rules';
+import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, event, holdSecondsFor, newLease, type Decision, type HostStatus } from './lease-rules';
 import { checkPoolFits, poolFromRequest, updatedPool } from './pool-rules';
 import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
 import type { ClusterView } from './view';
@@ -245,8 +245,8 @@ export class LeaseStore {
       if (movingAway && !fresh) continue;
       // Nor refuse another interface of the same container (InterfaceConflict) on its word.
       if (!fresh && snap.lease.state === 'bound' && holder?.containerId === req.containerId && holder.ifName !== req.ifName) continue;
-      const hostAlive = movingAway ? (await readKey(this.etcd, keys.host(holder.host))).value !== null : true;
-      const decision = decideBind(snap.lease, req, now, () => hostAlive);
+      const status: HostStatus = movingAway ? await this.hostStatus(holder.host) : 'alive';
+      const decision = decideBind(snap.lease, req, now, () => status);
       // "Already bound to you" is an answer the view may give after etcd moved on (a release
       // this replica made a moment ago, not yet seen): confirm it with a fresh read.
       if (!decision.next && !fresh) continue;
@@ -260,6 +260,13 @@ export class LeaseStore {
       if (rev !== null) return this.bound(pool, decision.next, rev, false);
     }
     throw new BerthError('Contention', `bind ${req.identity} in ${poolName}: ${this.maxAttempts} conflicting attempts`);
+  }
+
+  /** A binding's host as the bind rule sees it: only a missing record ('gone') lets its leases move. */
+  private async hostStatus(host: string): Promise<HostStatus> {
+    const [record, alive] = await Promise.all([readKey(this.etcd, keys.host(host)), this.etcd.get(keys.alive(host)).exec()]);
+    if (record.value === null) return 'gone';
+    return alive.kvs.length > 0 ? 'alive' : 'absent';
   }
 
   private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string): Promise<bigint | null> {

@@ -17,7 +17,7 @@
  *
  * API (all of it):
  *   startCluster(opts)          ClusterOptions: hosts, poolCidr, hold? (pool holdSeconds), poolName?,
- *                               resyncMs?, hostTtlSeconds?, agentEnv?
+ *                               resyncMs?, hostTtlSeconds?, hostDeadAfterSeconds? (controller), agentEnv?
  *   Cluster fields              etcd (EtcdServer), controller (RunningController), client
  *                               (ControllerClient over the controller's unix socket), controllerUrl
  *                               ('unix:///…'), lab (Lab), pool ({name,cidr,gateway}), hosts, dir
@@ -69,6 +69,8 @@ export interface ClusterOptions {
   poolName?: string;
   resyncMs?: number;
   hostTtlSeconds?: number;
+  /** The controller's --host-dead-after (default 300 s): absence before a host is declared dead. */
+  hostDeadAfterSeconds?: number;
   /** Extra environment for agent processes (e.g. BERTH_LOG_LEVEL). */
   agentEnv?: Record<string, string>;
 }
@@ -162,7 +164,10 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   try {
     etcd = await startEtcd();
     const controllerUrl = `unix://${path.join(dir, 'controller.sock')}`;
-    controller = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: ['127.0.0.1:0', controllerUrl], log: silentLogger });
+    controller = await startController({
+      etcd: { endpoints: [etcd.endpoint] }, listen: ['127.0.0.1:0', controllerUrl], log: silentLogger,
+      ...(o.hostDeadAfterSeconds !== undefined ? { hostDeadAfterSeconds: o.hostDeadAfterSeconds } : {}),
+    });
     client = new ControllerClient({ url: controller.url });
     const poolName = o.poolName ?? 'default';
     const created = await client.createPool({ name: poolName, cidr: o.poolCidr, ...(o.hold !== undefined ? { holdSeconds: o.hold } : {}) });

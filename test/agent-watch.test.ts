@@ -93,7 +93,7 @@ test('a stale lower-revision binding is never programmed, even when it names thi
   t.is((await r.runPass()).ops, 0);
 });
 
-test('agents converge after an etcd compaction, and a revoked host lease re-registers', async (t) => {
+test('agents converge after an etcd compaction, and a revoked host lease re-registers without touching routes', async (t) => {
   const c = await startCluster({ hosts: 2, poolCidr: '198.18.21.0/24' });
   t.teardown(() => c.teardown());
   const [h1, h2] = c.hosts;
@@ -105,16 +105,30 @@ test('agents converge after an etcd compaction, and a revoked host lease re-regi
   await c.waitConverged();
   await eventually(() => { if (!c.ping(p1.ns, p2.ip)) throw new Error('no ping'); }, { what: 'ping across hosts' });
 
-  // Revoke host-1's registration lease behind its back: the key vanishes, peers
-  // drop their routes to it, and the agent must notice and register again.
-  const kv = (await client.get(keys.host(h1.name)).exec()).kvs[0];
+  // Revoke host-1's registration lease behind its back: its alive key vanishes
+  // (the host record, on no lease, stays, so no peer drops a route), and the
+  // agent must notice and register again.
+  const record = (await client.get(keys.host(h1.name)).exec()).kvs[0];
+  t.is(record.lease, '0', 'the host record is persistent');
+  const kv = (await client.get(keys.alive(h1.name)).exec()).kvs[0];
   const from = c.logs(h1).length;
   await client.leaseClient.leaseRevoke({ ID: kv.lease });
+  t.is((await client.get(keys.host(h1.name)).exec()).kvs[0]?.mod_revision, record.mod_revision, 'the record outlives the lease');
   await c.waitLog(h1, (l) => l.msg === 'host registered', { fromLine: from, timeoutMs: 15_000 });
   await eventually(async () => {
-    const now = (await client.get(keys.host(h1.name)).exec()).kvs[0];
+    const now = (await client.get(keys.alive(h1.name)).exec()).kvs[0];
     if (!now || now.lease === kv.lease) throw new Error('not re-registered');
   }, { timeoutMs: 15_000, what: 'a new host lease' });
+  t.is((await client.get(keys.host(h1.name)).exec()).kvs[0]?.mod_revision, record.mod_revision, 'an unchanged record is not rewritten');
+  // Either key deleted behind the agent's back is put back at once: the alive
+  // key on the current lease, the record (as when the host was forgotten) as it was.
+  const from2 = c.logs(h1).length;
+  await client.delete().key(keys.alive(h1.name));
+  await c.waitLog(h1, (l) => l.msg === 'alive key restored', { fromLine: from2 });
+  t.is((await client.get(keys.alive(h1.name)).exec()).kvs.length, 1);
+  await client.delete().key(keys.host(h1.name));
+  await c.waitLog(h1, (l) => l.msg === 'host record written' && l.was === 'missing', { fromLine: from2 });
+  t.like(JSON.parse((await client.get(keys.host(h1.name)).exec()).kvs[0].value.toString()), { name: h1.name, underlayIp: h1.sim.underlayIp });
   await c.waitConverged();
   await eventually(() => { if (!c.ping(p2.ns, p1.ip)) throw new Error('no ping'); }, { what: 'ping after re-registration' });
   t.pass();

@@ -98,29 +98,46 @@ test.serial('a stale release from an older container is ignored', async (t) => {
   t.is(cur.revision, l2.lease.revision);
 });
 
-test.serial('a bound lease moves only when released or its host is gone', async (t) => {
+test.serial('a bound lease moves only when released or its host is declared dead, not while its agent is absent', async (t) => {
   await ca.createPool({ name: 'move', cidr: '198.18.12.0/24' });
   const etc = etcd.client();
+  // As an agent registers: a persistent record, and liveness on an etcd lease.
+  await etc.put(keys.host('node-m')).value(JSON.stringify({ name: 'node-m', underlayIp: '198.19.0.11', vtepMac: '02:00:00:00:00:01', vni: 1, pool: 'move', registeredAt: new Date().toISOString() }));
   const hostLease = etc.lease(60);
-  await hostLease.put(keys.host('node-a')).value(JSON.stringify({ name: 'node-a', underlayIp: '198.19.0.11', vtepMac: '02:00:00:00:00:01', vni: 1, pool: 'move', registeredAt: new Date().toISOString() }));
-  await eventually(async () => { if (!(await ca.hosts()).hosts.some((h) => h.name === 'node-a')) throw new Error('host not seen'); });
-  const l = await ca.bind('move', bindReq('k8s/a/mover', 'c1', 'node-a'));
+  await hostLease.put(keys.alive('node-m')).value(JSON.stringify({ host: 'node-m', since: new Date().toISOString() }));
+  await eventually(async () => { if (!(await ca.hosts()).hosts.some((h) => h.name === 'node-m' && h.alive)) throw new Error('host not seen'); });
+  const l = await ca.bind('move', bindReq('k8s/a/mover', 'c1', 'node-m'));
   const e = await rejects(t, cb.bind('move', bindReq('k8s/a/mover', 'c2', 'node-b')), 'LeaseHeldElsewhere');
-  t.regex(e.details ?? '', /container c1 on host node-a/);
+  t.regex(e.details ?? '', /container c1 on host node-m/);
+  await rejects(t, ca.forgetHost('node-m'), 'HostAlive');
+  // The agent goes away (its lease ends): the record stays, and so does the binding.
   await hostLease.revoke();
+  t.false((await ca.hosts()).hosts.find((h) => h.name === 'node-m')?.alive);
+  const absent = await rejects(t, cb.bind('move', bindReq('k8s/a/mover', 'c2', 'node-b')), 'LeaseHeldElsewhere');
+  t.regex(absent.details ?? '', /not responding.*hosts forget node-m/);
+  t.is((await ca.lease(l.lease.ip)).binding?.host, 'node-m');
+  // Declared dead by an operator: the lease is held with a reason, then it can move.
+  const f = await cb.forgetHost('node-m');
+  t.like(f, { host: 'node-m', orphaned: 1, pinned: 0, interrupted: false });
+  t.false((await ca.hosts()).hosts.some((h) => h.name === 'node-m'), 'the record is gone');
+  const held = await ca.lease(l.lease.ip);
+  t.is(held.state, 'held');
+  t.is(held.lastBinding?.host, 'node-m');
   const moved = await cb.bind('move', bindReq('k8s/a/mover', 'c2', 'node-b'));
   t.is(moved.lease.ip, l.lease.ip);
   t.is(moved.lease.binding?.host, 'node-b');
   const hist = await ca.history({ identity: 'k8s/a/mover' });
-  t.deepEqual(hist.events.map((x) => x.kind), ['allocated', 'moved']);
+  t.deepEqual(hist.events.map((x) => x.kind), ['allocated', 'orphaned', 'moved']);
+  t.like(hist.events[1], { actor: 'operator', reason: 'host node-m forgotten by an operator', oldState: 'bound', newState: 'held' });
+  await rejects(t, ca.forgetHost('node-m'), 'HostNotFound');
+  await rejects(t, ca.forgetHost('Not_A_Host'), 'InvalidRequest');
 });
 
 test.serial('a bind right after a release on another replica never sees a stale holder', async (t) => {
   await ca.createPool({ name: 'pingpong', cidr: '198.18.13.0/24' });
   const etc = etcd.client();
-  const hostLease = etc.lease(60);
   for (const name of ['node-a', 'node-b']) {
-    await hostLease.put(keys.host(name)).value(JSON.stringify({ name, underlayIp: '198.19.0.11', vtepMac: '02:00:00:00:00:01', vni: 1, pool: 'pingpong', registeredAt: new Date().toISOString() }));
+    await etc.put(keys.host(name)).value(JSON.stringify({ name, underlayIp: '198.19.0.11', vtepMac: '02:00:00:00:00:01', vni: 1, pool: 'pingpong', registeredAt: new Date().toISOString() }));
   }
   await eventually(async () => { if ((await ca.hosts()).hosts.length < 2) throw new Error('hosts not seen'); });
   const first = await ca.bind('pingpong', bindReq('k8s/a/pp', 'c0', 'node-a'));
@@ -131,7 +148,7 @@ test.serial('a bind right after a release on another replica never sees a stale 
     const moved = await to.bind('pingpong', bindReq('k8s/a/pp', `c${i}`, i % 2 ? 'node-b' : 'node-a'));
     t.is(moved.lease.ip, first.lease.ip);
   }
-  await hostLease.revoke();
+  for (const name of ['node-a', 'node-b']) await etc.delete().key(keys.host(name));
 });
 
 test.serial('two replicas, 500 concurrent allocations, 500 distinct addresses', async (t) => {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
 import { ControllerClient } from '../../common/controller-client';
+import { keys } from '../../common/keys';
 import { silentLogger } from '../../common/log';
 import { freePort, startEtcd, type EtcdServer } from '../../sim/etcd';
 import { startController, type RunningController } from '../app';
@@ -191,7 +192,7 @@ test.serial('leases pin reserves an address before its identity exists; release 
 
 test.serial('hosts ls prints a table (empty without agents) and JSON', async (t) => {
   const table = await ok(t, ['hosts', 'ls']);
-  t.is(table.split('\n')[0].replace(/\s+/g, ' '), 'NAME UNDERLAY VTEP MAC VNI POOL LEASES REGISTERED');
+  t.is(table.split('\n')[0].replace(/\s+/g, ' '), 'NAME UNDERLAY VTEP MAC VNI POOL LEASES REGISTERED LIVENESS');
   t.true(Array.isArray((await okJson<{ hosts: unknown[] }>(t, ['hosts', 'ls'])).hosts));
 });
 
@@ -212,6 +213,30 @@ test.serial('pools set changes the hold; pools delete is refused while in use, t
     'berthctl: pool overlaps another pool or a host address: 198.18.40.128/25 overlaps pool cli (198.18.40.0/24)');
   t.is(await fails(t, ['pools', 'create', 'cli-31', '--cidr', '198.18.43.0/31'], 2),
     'berthctl: prefix /31 is too long: a pool needs at least a /30 (network, gateway, one address, broadcast): 198.18.43.0/31');
+});
+
+test.serial('hosts forget refuses a live host, frees an absent one\'s leases (pins kept) and names an unknown one', async (t) => {
+  // Registered as an agent does: a persistent record and an alive key on an etcd lease.
+  const etc = etcd.client();
+  const host = 'node-gone';
+  await etc.put(keys.host(host)).value(JSON.stringify({ name: host, underlayIp: '198.19.0.31', vtepMac: '0e:be:00:00:00:31', vni: 4242, pool: POOL, registeredAt: new Date().toISOString() }));
+  const alive = etc.lease(60);
+  await alive.put(keys.alive(host)).value('{}');
+  const web = await api.bind(POOL, { identity: 'k8s/shop/gone-web', host, containerId: 'cg1', ifName: 'eth0' });
+  await api.pin(POOL, { identity: 'k8s/shop/gone-db' });
+  const db = await api.bind(POOL, { identity: 'k8s/shop/gone-db', host, containerId: 'cg2', ifName: 'eth0' });
+  t.regex(await ok(t, ['hosts', 'ls']), /node-gone .* 2 .* alive\n/);
+  t.regex(await fails(t, ['hosts', 'forget', host], 4), /^berthctl: host is alive: node-gone: .*--force/);
+  await alive.revoke();
+  t.regex(await ok(t, ['hosts', 'ls']), /node-gone .* absent/);
+  t.is(await ok(t, ['hosts', 'forget', host]), 'forgot host node-gone: 2 bound lease(s) now held (1 pinned, kept pinned); their identities can bind on another host\n');
+  t.like(await api.lease(web.lease.ip), { state: 'held', pinned: false });
+  const pinned = await api.lease(db.lease.ip);
+  t.like(pinned, { state: 'held', pinned: true });
+  t.is(pinned.heldUntil, undefined);
+  t.regex(await ok(t, ['leases', 'history', web.lease.ip]), /\n\S+\s+orphaned\s.*bound->held\s+operator\n$/);
+  t.is(await fails(t, ['hosts', 'forget', host], 3), 'berthctl: no such host: node-gone');
+  t.is(await fails(t, ['hosts', 'forget', 'nope'], 3), 'berthctl: no such host: nope');
 });
 
 test('usage errors are one line and exit 2', async (t) => {

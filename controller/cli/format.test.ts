@@ -94,8 +94,20 @@ test('pools table and detail', (t) => {
 });
 
 test('hosts table', (t) => {
-  const text = hostsTable([{ name: 'node-a', underlayIp: '10.0.0.11', vtepMac: '02:42:0a:00:00:0b', vni: 4242, pool: 'web', registeredAt: '2026-11-23T08:00:00Z', leases: 12 }]);
-  t.is(text.split('\n')[1], 'node-a  10.0.0.11  02:42:0a:00:00:0b  4242  web   12      2026-11-23T08:00:00Z');
+  const text = hostsTable([{ name: 'node-a', underlayIp: '10.0.0.11', vtepMac: '02:42:0a:00:00:0b', vni: 4242, pool: 'web', registeredAt: '2026-11-23T08:00:00Z', leases: 12, alive: true }]);
+  t.is(text.split('\n')[1], 'node-a  10.0.0.11  02:42:0a:00:00:0b  4242  web   12      2026-11-23T08:00:00Z  alive');
+});
+
+test('hosts table shows absence and death', (t) => {
+  const h = { name: 'node-b', underlayIp: '10.0.0.12', vtepMac: '02:42:0a:00:00:0c', vni: 4242, pool: 'web', registeredAt: '2026-11-23T08:00:00Z', leases: 3, alive: false };
+  const rows = hostsTable([
+    { ...h, absent: { since: '2026-11-23T09:00:00Z', deadAt: '2026-11-23T09:05:00Z' } },
+    { ...h, name: 'node-c', dead: { at: '2026-11-23T09:06:00Z', by: 'reaper', reason: 'x' } },
+    { ...h, name: 'node-d' },
+  ]).split('\n');
+  t.regex(rows[1], /absent since 2026-11-23T09:00:00Z, dead at 2026-11-23T09:05:00Z$/);
+  t.regex(rows[2], /dead since 2026-11-23T09:06:00Z, freeing leases$/);
+  t.regex(rows[3], /absent$/);
 });
 
 const ev = (at: string, kind: LeaseEvent['kind'], oldState: LeaseEvent['oldState'], newState: LeaseEvent['newState'], host?: string, containerId?: string): LeaseEvent =>

@@ -6,7 +6,7 @@
  * Times print as UTC ISO 8601 to the second (sortable, zone-free, and what
  * `--at` accepts back); `show` adds a relative age for the reader.
  */
-import type { HostView, LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
+import type { ForgetResponse, HostView, LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
 import { isBerthError } from '../../common/errors';
 import { formatDuration } from './parse';
 
@@ -157,11 +157,26 @@ export function poolDetail(p: PoolUsage): string {
 
 export function hostsTable(hosts: HostView[]): string {
   return table(
-    ['NAME', 'UNDERLAY', 'VTEP MAC', 'VNI', 'POOL', 'LEASES', 'REGISTERED'],
+    ['NAME', 'UNDERLAY', 'VTEP MAC', 'VNI', 'POOL', 'LEASES', 'REGISTERED', 'LIVENESS'],
     [...hosts].sort((a, b) => (a.name < b.name ? -1 : 1)).map((h) => [
-      h.name, h.underlayIp, h.vtepMac, String(h.vni), h.pool, String(h.leases), shortTime(h.registeredAt),
+      h.name, h.underlayIp, h.vtepMac, String(h.vni), h.pool, String(h.leases), shortTime(h.registeredAt), liveness(h),
     ]),
   );
+}
+
+/** alive | absent since T, dead at T | dead (freeing leases) */
+export function liveness(h: HostView): string {
+  if (h.dead) return `dead since ${shortTime(h.dead.at)}, freeing leases`;
+  if (h.alive) return 'alive';
+  if (h.absent) return `absent since ${shortTime(h.absent.since)}, dead at ${shortTime(h.absent.deadAt)}`;
+  return 'absent';
+}
+
+export function forgetLine(r: ForgetResponse): string {
+  const freed = `${r.orphaned} bound lease(s) now held${r.pinned ? ` (${r.pinned} pinned, kept pinned)` : ''}`;
+  return r.interrupted
+    ? `host ${r.host}: its agent came back midway; ${freed}, the rest stay bound to it\n`
+    : `forgot host ${r.host}: ${freed}; their identities can bind on another host\n`;
 }
 
 export function historyTable(events: LeaseEvent[]): string {

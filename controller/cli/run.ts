@@ -15,7 +15,7 @@ import type { CreatePool, HoldPolicy, LeaseFilter, LeaseView, UpdatePool } from 
 import { ControllerClient } from '../../common/controller-client';
 import { BerthError, isBerthError } from '../../common/errors';
 import {
-  describeAt, errorLine, historyTable, hostsTable, json, leaseDetail, leasesTable, oneLine, poolDetail, poolsTable,
+  describeAt, errorLine, forgetLine, historyTable, hostsTable, json, leaseDetail, leasesTable, oneLine, poolDetail, poolsTable,
 } from './format';
 import { isIpAddress, parseDuration, parseInstant, parseIpArg, parseIpList, parsePositiveInt } from './parse';
 
@@ -190,10 +190,17 @@ export async function run(argv: string[], io: Io): Promise<number> {
 
   // ---- hosts ----
   const hosts = program.command('hosts').description('hosts registered by their agents');
-  hosts.command('ls').description('list hosts').addOption(jsonOpt())
+  hosts.command('ls').description('list hosts with their liveness').addOption(jsonOpt())
     .action(async (o: { json?: boolean }, cmd: Command) => {
       const r = await connect(cmd).hosts();
       out(o.json ? json(r) : hostsTable(r.hosts));
+    });
+  hosts.command('forget <host>').description('declare a host dead now: its record goes, its bound leases become held (refused while its agent is alive)')
+    .option('--force', 'forget it even while its agent is alive (a running agent re-registers)')
+    .addOption(jsonOpt())
+    .action(async (host: string, o: { force?: boolean; json?: boolean }, cmd: Command) => {
+      const r = await connect(cmd).forgetHost(host, o.force === true);
+      out(o.json ? json(r) : forgetLine(r));
     });
 
   try {
