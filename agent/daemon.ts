@@ -51,6 +51,8 @@ export interface AgentOptions {
   vni?: number;
   resyncMs?: number;
   hostTtlSeconds?: number;
+  /** Give up (StoreUnavailable) when etcd can't be listed within this time at start; default: retry for ever. */
+  etcdWaitMs?: number;
   /** Pod-to-pod fast path (BPF, tcx): bypasses host netfilter for that traffic; docs/dataplane.md. */
   fastPath?: boolean;
   log: Logger;
@@ -135,7 +137,7 @@ export class Agent {
         this.reconciler?.markDirty(why);
       },
     });
-    await this.source.start();
+    await this.source.start(o.etcdWaitMs !== undefined ? { waitMs: o.etcdWaitMs } : {});
     if (!this.source.snapshot().pool) this.log.warn('waiting for pool', { pool: o.pool });
     const pool = await this.source.poolReady();
 

@@ -42,6 +42,7 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--vni <n>', 'VXLAN network identifier', vni, DEFAULT_VNI)
   .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
   .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
+  .option('--etcd-wait <s>', 'exit (status 5) if etcd can\'t be reached within this many seconds of start (default: keep retrying)', positiveInt)
   .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1');
 
 async function main(): Promise<void> {
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
   const agent = new Agent({
     etcd: etcdConnectionFrom(o),
     controllerUrl: o.controller, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
-    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, fastPath: !!o.fastPath, log,
+    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, log,
   });
   let stopping = false;
   const shutdown = (signal: string) => {
