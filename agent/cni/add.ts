@@ -23,7 +23,8 @@ import type { CniResult } from '../../common/cni-types';
 import { BerthError, castError } from '../../common/errors';
 import { identityFor } from '../identity';
 import { addressPod, detachPod, plugVeth } from '../kernel/pod';
-import { isOwnNetns } from '../kernel/netns';
+import { isOwnNetns, openNetnsFd } from '../kernel/netns';
+import { closeSync } from 'node:fs';
 import { dropSupersededDel } from './journal';
 import { fastPathHook, identityKey, type Ctx } from './shared';
 
@@ -40,7 +41,9 @@ async function unwind(ctx: Ctx, undo: Undo[], req: AgentRequest): Promise<void> 
   }
 }
 
+/** Before anything is bound or created: the path is a network namespace (NotFound, InvalidRequest), and not ours. */
 function checkNetns(netns: string): void {
+  closeSync(openNetnsFd(netns));
   let own: boolean;
   try {
     own = isOwnNetns(netns);
