@@ -16,7 +16,8 @@ import { ControllerClient } from '../common/controller-client';
 import { silentLogger } from '../common/log';
 import { startController, type RunningController } from '../controller/app';
 import { warmThreadPool } from '../agent/kernel/netns';
-import { ensureBundle, type ExecResult } from '../sim/exec';
+import { BIN, ensureBundle, type ExecResult } from '../sim/exec';
+import { eventually } from '../sim/eventually';
 import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { nsExec } from '../sim/netns';
 import { startSite, type Site } from './harness/cni-site';
@@ -103,4 +104,57 @@ test('CNI_NETNS that is no network namespace: a clear error, nothing bound or cr
   for (const cid of ['fifo', 'file', 'dir', 'devnull', 'missing', 'mntns', 'pfifo', 'pfile', 'pnull']) t.falsy(await leaseOf(s, `k8s/web/${cid}`), cid);
   t.is(hostVeths(s).trim().split('\n').length, 1, 'only the good pod has a veth');
   t.is(hostRoutes(s).trim().split('\n').length, 1);
+});
+
+/** A dns block of about 1.5 MiB: 70,000 search domains. */
+const hugeDns = () => ({ nameservers: ['198.18.0.53'], search: Array.from({ length: 70_000 }, (_, i) => `s${i}.example.test`) });
+
+const vethsGone = (s: Site) => eventually(() => { if (/bth/.test(hostVeths(s))) throw new Error('a berth veth is still there'); }, { what: 'veth deleted' });
+
+test('an ADD with a dns block over the limit is refused with 7 before anything exists', async (t) => {
+  const s = await site(t, '198.18.42.0/24');
+  const pod = s.lab.pod('pod');
+  const r = await s.cni('ADD', 'bigdns', pod, { extra: { dns: hugeDns() } });
+  t.is(r.code, 1);
+  t.like(r.json, { code: 7, msg: 'dns block too large' });
+  t.regex(r.json.details, /dns: \d+ bytes, at most 65536/);
+  t.falsy(await leaseOf(s, 'k8s/web/bigdns'));
+  t.notRegex(hostVeths(s), /bth/);
+  t.is(hostRoutes(s).trim(), '');
+});
+
+test('DEL and CHECK work whatever the runtime cached: a prevResult and config with a >1 MiB dns block', async (t) => {
+  const s = await site(t, '198.18.43.0/24');
+  const pod = s.lab.pod('pod');
+  const add = await s.cni('ADD', 'cached', pod, { extra: { dns: { nameservers: ['198.18.0.53'] } } });
+  t.is(add.code, 0, add.stdout);
+  const cached = { ...add.json, dns: hugeDns() };
+  const check = await s.cni('CHECK', 'cached', pod, { extra: { dns: hugeDns(), prevResult: cached } });
+  t.is(check.code, 0, check.stdout);
+  const del = await s.cni('DEL', 'cached', pod, { extra: { dns: hugeDns(), prevResult: cached } });
+  t.is(del.code, 0, del.stdout);
+  t.not((await leaseOf(s, 'k8s/web/cached'))?.state, 'bound');
+  t.is(hostRoutes(s).trim(), '');
+  await vethsGone(s);
+});
+
+test('an ADD whose result cannot be delivered undoes itself: no veth, no route, the lease not bound', async (t) => {
+  const s = await site(t, '198.18.44.0/24');
+  const pod = s.lab.pod('pod');
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'lost', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0',
+    CNI_ARGS: 'K8S_POD_NAMESPACE=web;K8S_POD_NAME=lost', CNI_PATH: '/usr/lib/cni',
+  };
+  // The runtime goes away before the result: its end of stdout is closed.
+  const child = spawn(BIN, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdout!.destroy();
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  child.stdin!.end(JSON.stringify(s.conf('1.1.0')));
+  const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+  t.is(code, 1, stderr);
+  t.regex(stderr, /output not delivered/);
+  t.not((await leaseOf(s, 'k8s/web/lost'))?.state, 'bound', 'the lease this ADD allocated was released');
+  t.is(hostRoutes(s).trim(), '');
+  await vethsGone(s);
 });

@@ -86,6 +86,7 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const ip = bound.lease.ip;
       const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway });
       fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
+      undo.push({ what: 'fast path', run: async () => fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(plug.value.hostVeth)) });
       deps.markDirty();
       if (await dropSupersededDel(deps.journalDir, req, started)) {
         deps.log.info('dropped a DEL journalled before this ADD', { containerId: req.containerId, ifName: req.ifName });
