@@ -29,9 +29,17 @@ const ipv4 = (v: string) => {
   return v;
 };
 
+/** --controller: the first value given replaces the default, later ones add replicas. */
+const defaultController: string[] = [process.env.BERTH_CONTROLLER ?? 'http://127.0.0.1:7480'];
+const collectUrl = (v: string, prev: string[]) => {
+  const urls = v.split(',').map((u) => u.trim()).filter(Boolean);
+  if (urls.length === 0) throw new InvalidArgumentError('must name a controller URL');
+  return prev === defaultController ? urls : [...prev, ...urls];
+};
+
 const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')))
-  .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path', process.env.BERTH_CONTROLLER ?? 'http://127.0.0.1:7480')
+  .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path; repeat it or give a comma list for replicas (fails over)', collectUrl, defaultController)
   .option('--token-file <file>', 'bearer token for the controller API')
   .option('--host <name>', 'this host\'s name in etcd', name, hostname().toLowerCase())
   .option('--underlay-ip <ip>', 'own underlay address (default: the first IPv4 address on --underlay-dev)', ipv4)
