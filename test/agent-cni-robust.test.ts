@@ -12,37 +12,24 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
-import { ControllerClient } from '../common/controller-client';
-import { silentLogger } from '../common/log';
-import { startController, type RunningController } from '../controller/app';
-import { warmThreadPool } from '../agent/kernel/netns';
-import { BIN, ensureBundle, type ExecResult } from '../sim/exec';
+import { BIN, type ExecResult } from '../sim/exec';
 import { eventually } from '../sim/eventually';
-import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { nsExec } from '../sim/netns';
-import { startSite, type Site } from './harness/cni-site';
+import { startCniBackend, startSite, type CniBackend, type Site } from './harness/cni-site';
 
-let etcd: EtcdServer;
-let ctl: RunningController;
-let admin: ControllerClient;
+let backend: CniBackend;
 
 test.before(async () => {
-  await warmThreadPool();
-  await ensureBundle();
-  etcd = await startEtcd();
-  ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger });
-  admin = new ControllerClient({ url: ctl.url });
+  backend = await startCniBackend();
 });
 test.after.always(async () => {
-  admin?.close();
-  await ctl?.stop();
-  await etcd?.stop();
+  await backend?.stop();
 });
 
-const site = (t: ExecutionContext, cidr: string): Promise<Site> => startSite(t, ctl.url, { cidr });
+const site = (t: ExecutionContext, cidr: string): Promise<Site> => startSite(t, backend.ctl.url, { cidr });
 const hostVeths = (s: Site) => nsExec(s.host, 'ip', '-o', 'link', 'show', 'type', 'veth');
 const hostRoutes = (s: Site) => nsExec(s.host, 'ip', 'route', 'show', 'proto', '190');
-const leaseOf = async (s: Site, identity: string) => (await admin.leases({ pool: s.pool, identity })).leases[0];
+const leaseOf = async (s: Site, identity: string) => (await backend.admin.leases({ pool: s.pool, identity })).leases[0];
 
 /** One request over the agent socket, as the plugin sends it. */
 function ask(socket: string, req: AgentRequest): Promise<AgentResponse> {

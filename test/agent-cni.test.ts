@@ -16,7 +16,7 @@ import { ControllerClient } from '../common/controller-client';
 import { SUPPORTED_VERSIONS, versionAtLeast } from '../common/cni-version';
 import { readDelJournal } from '../common/del-journal';
 import { silentLogger } from '../common/log';
-import { startController, type RunningController } from '../controller/app';
+import type { RunningController } from '../controller/app';
 import { startCniServer } from '../agent/cni-server';
 import { createCniHandler } from '../agent/cni-handlers';
 import type { CniHandler } from '../agent/cni-api';
@@ -24,24 +24,19 @@ import { replayJournal } from '../agent/journal-replay';
 import { desiredState } from '../agent/desired';
 import { planChanges } from '../agent/plan';
 import { vethNameFor } from '../agent/kernel/links';
-import { warmThreadPool } from '../agent/kernel/netns';
 import { observe } from '../agent/kernel/state';
-import { ensureBundle, execPlugin, type ExecResult } from '../sim/exec';
-import { startEtcd, type EtcdServer } from '../sim/etcd';
-import { startSite, type Site } from './harness/cni-site';
+import { execPlugin, type ExecResult } from '../sim/exec';
+import { startCniBackend, startSite, type CniBackend, type Site } from './harness/cni-site';
 import { nsExec, nsTry } from '../sim/netns';
 import { eventually } from '../sim/eventually';
 
-let etcd: EtcdServer;
+let backend: CniBackend;
 let ctl: RunningController;
 let admin: ControllerClient;
 
 test.before(async () => {
-  await warmThreadPool();
-  await ensureBundle();
-  etcd = await startEtcd();
-  ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger });
-  admin = new ControllerClient({ url: ctl.url });
+  backend = await startCniBackend();
+  ({ ctl, admin } = backend);
 });
 
 async function site(t: ExecutionContext, o: { cidr?: string } = {}): Promise<Site> {
@@ -49,9 +44,7 @@ async function site(t: ExecutionContext, o: { cidr?: string } = {}): Promise<Sit
 }
 
 test.after.always(async () => {
-  admin?.close();
-  await ctl?.stop();
-  await etcd?.stop();
+  await backend?.stop();
 });
 
 function ok(t: ExecutionContext, r: ExecResult, what: string): void {
