@@ -142,7 +142,7 @@ export class ControllerClient {
           let parsed: unknown;
           const status = res.statusCode ?? 500;
           try { parsed = text ? JSON.parse(text) : {}; } catch {
-            const err = new BerthError('Internal', `${ep.where}: ${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply');
+            const err = new BerthError('Internal', `${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply');
             return reject(status >= 500 ? failover(err) : err);
           }
           if (status >= 400) {
