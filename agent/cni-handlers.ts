@@ -75,7 +75,7 @@ export function createCniHandler(deps: CniDeps): CniHandler {
     try {
       return await ctx.locks.run(attachmentKey(req), async () => {
         if (!(await stillPending(dir, entry))) return 'superseded' as const;
-        await del(ctx, req);
+        await del(ctx, req, { replay: true });
         return { ok: true } as const;
       });
     } catch (e) {

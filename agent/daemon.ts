@@ -31,7 +31,7 @@ import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
 import { FastPath } from './kernel/fastpath';
-import { replayJournal } from './journal-replay';
+import { startJournalReplay, type JournalReplayer } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
 import { Registration } from './registration';
@@ -40,8 +40,8 @@ import { EtcdSource } from './source';
 
 export interface AgentOptions {
   etcd: EtcdConnection;
-  /** http(s)://host:port or unix:///path/controller.sock */
-  controllerUrl: string;
+  /** http(s)://host:port or unix:///path/controller.sock; several (replicas): calls fail over between them. */
+  controllerUrl: string | string[];
   token?: string;
   host: string;
   /** Own underlay address; found on underlayDev when absent. */
@@ -54,6 +54,8 @@ export interface AgentOptions {
   vni?: number;
   resyncMs?: number;
   hostTtlSeconds?: number;
+  /** Give up (StoreUnavailable) when etcd can't be listed within this time at start; default: retry for ever. */
+  etcdWaitMs?: number;
   /** Pod-to-pod fast path (BPF, tcx): bypasses host netfilter for that traffic; docs/dataplane.md. */
   fastPath?: boolean;
   log: Logger;
@@ -93,7 +95,7 @@ export class Agent {
    * observe() must never share a socket with concurrent CNI work.
    */
   private cniNetlink: Netlink | undefined;
-  private journalTimer: NodeJS.Timeout | undefined;
+  private journal: JournalReplayer | undefined;
   source: EtcdSource | undefined;
   reconciler: Reconciler | undefined;
   registration: Registration | undefined;
@@ -147,7 +149,7 @@ export class Agent {
         this.reconciler?.markDirty(why);
       },
     });
-    await this.source.start();
+    await this.source.start(o.etcdWaitMs !== undefined ? { waitMs: o.etcdWaitMs } : {});
     if (!this.source.snapshot().pool) this.log.warn('waiting for pool', { pool: o.pool });
     const pool = await this.source.poolReady();
 
@@ -162,7 +164,10 @@ export class Agent {
     this.reconciler.start();
     this.firstPass = await first;
 
-    this.controller = new ControllerClient({ url: o.controllerUrl, token: o.token });
+    this.controller = new ControllerClient({
+      url: o.controllerUrl, token: o.token,
+      onFailover: (f) => this.log.warn('controller failover', f),
+    });
     const etcd = this.etcd;
     const handler = createCniHandler({
       host: o.host,
@@ -189,18 +194,11 @@ export class Agent {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
       firstPassOps: this.firstPass.ops,
     });
-    const replay = async () => {
-      try {
-        const r = await replayJournal(o.journalDir, handler, this.log.child({ component: 'journal' }));
-        if (r.replayed || r.failed) this.log.info('del journal replayed', r);
-      } catch (e) {
-        this.log.warn('del journal replay failed', { error: castError(e).message });
-      }
-    };
-    await replay();
-    // Entries that failed (controller down) stay in the journal: retry them on the resync period.
-    this.journalTimer = setInterval(() => { if (!this.stopping) void replay(); }, o.resyncMs ?? 10_000);
-    this.journalTimer.unref();
+    // Replays now, on every new entry (a DEL journalled while the socket was
+    // opening must not wait a period), and every resync period for entries
+    // that failed (controller down).
+    this.journal = startJournalReplay(o.journalDir, handler, this.log.child({ component: 'journal' }), { periodMs: o.resyncMs ?? 10_000 });
+    await this.journal.first;
   }
 
   /** What the kernel should hold now; undefined until the pool is known. */
@@ -231,7 +229,7 @@ export class Agent {
   async stop(o: { revoke?: boolean } = {}): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.journalTimer) clearInterval(this.journalTimer);
+    this.journal?.close();
     await this.cni?.close().catch(() => undefined);
     await drainReaping(); // veths DEL retired: finish deleting them
     await this.reconciler?.stop();

@@ -29,9 +29,17 @@ const ipv4 = (v: string) => {
   return v;
 };
 
+/** --controller: the first value given replaces the default, later ones add replicas. */
+const defaultController: string[] = [process.env.BERTH_CONTROLLER ?? 'http://127.0.0.1:7480'];
+const collectUrl = (v: string, prev: string[]) => {
+  const urls = v.split(',').map((u) => u.trim()).filter(Boolean);
+  if (urls.length === 0) throw new InvalidArgumentError('must name a controller URL');
+  return prev === defaultController ? urls : [...prev, ...urls];
+};
+
 const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')))
-  .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path', process.env.BERTH_CONTROLLER ?? 'http://127.0.0.1:7480')
+  .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path; repeat it or give a comma list for replicas (fails over)', collectUrl, defaultController)
   .option('--token-file <file>', 'bearer token for the controller API')
   .option('--host <name>', 'this host\'s name in etcd', name, hostname().toLowerCase())
   .option('--underlay-ip <ip>', 'own underlay address (default: the first IPv4 address on --underlay-dev)', ipv4)
@@ -42,6 +50,7 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--vni <n>', 'VXLAN network identifier', vni, DEFAULT_VNI)
   .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
   .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
+  .option('--etcd-wait <s>', 'exit (status 5) if etcd can\'t be reached within this many seconds of start (default: keep retrying)', positiveInt)
   .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1');
 
 async function main(): Promise<void> {
@@ -52,7 +61,7 @@ async function main(): Promise<void> {
   const agent = new Agent({
     etcd: etcdConnectionFrom(o),
     controllerUrl: o.controller, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
-    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, fastPath: !!o.fastPath, log,
+    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, log,
   });
   let stopping = false;
   const shutdown = (signal: string) => {

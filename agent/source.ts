@@ -14,7 +14,7 @@
  * snapshot() when it next runs, so bursts of events cost one pass.
  */
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { castError } from '../common/errors';
+import { BerthError, castError } from '../common/errors';
 import { keys, parseKey } from '../common/keys';
 import type { Logger } from '../common/log';
 import type { Host, Lease, LeaseView, Pool } from '../common/records';
@@ -117,14 +117,34 @@ export class EtcdSource {
     this.cache = new ClusterCache(poolName);
   }
 
-  /** Lists and starts watching; retries in the background if etcd is unreachable. */
-  async start(): Promise<void> {
+  /**
+   * Lists and starts watching. If etcd is unreachable it retries with
+   * backoff, logging each failure's reason: in the background by default,
+   * or, with waitMs, until the first list succeeds, throwing
+   * StoreUnavailable (with the last reason) when waitMs runs out first.
+   */
+  async start(o: { waitMs?: number } = {}): Promise<void> {
     try {
       await this.relist();
+      return;
     } catch (e) {
-      void this.recover(castError(e).message);
+      const recovering = this.recover(failureReason(e));
+      if (o.waitMs === undefined) return void recovering;
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), o.waitMs)));
+      const timedOut = await Promise.race([recovering.then(() => false), deadline]);
+      clearTimeout(timer);
+      if (!timedOut || this.relists > 0) return;
+      this.closed = true;
+      this.wakeRetry?.();
+      throw new BerthError('StoreUnavailable', `no answer from etcd within ${o.waitMs / 1000} s: ${this.lastFailure}`, 'etcd unreachable at start');
     }
   }
+
+  /** Why the last list failed (for logs and the start-up error). */
+  lastFailure = '';
+  /** Cuts the current retry wait short (close()). */
+  private wakeRetry: (() => void) | undefined;
 
   snapshot(): Snapshot {
     return this.cache.snapshot();
@@ -139,6 +159,7 @@ export class EtcdSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.wakeRetry?.();
     await this.dropWatchers();
   }
 
@@ -211,7 +232,8 @@ export class EtcdSource {
   }
 
   private async recover(why: string): Promise<void> {
-    this.log.warn('watch lost, relisting', { why });
+    this.lastFailure = why;
+    this.log.warn(this.relists === 0 ? 'etcd unreachable, retrying' : 'watch lost, relisting', { why });
     // A relist already under way may have started before this loss: let it
     // finish, then start a fresh one rather than trusting its watches.
     if (this.relisting) await this.relisting.catch(() => undefined);
@@ -221,11 +243,30 @@ export class EtcdSource {
         await this.relist();
         return;
       } catch (e) {
-        this.log.warn('relist failed', { error: castError(e).message, retryInMs: wait });
-        await delay(wait);
+        const reason = failureReason(e);
+        // etcd3's circuit breaker answers for the client after a failure and
+        // names no cause: keep the last real one.
+        if (!/circuit breaker is open/.test(reason)) this.lastFailure = reason;
+        this.log.warn('relist failed', { error: reason, cause: this.lastFailure, retryInMs: wait });
+        // Not unref'd: at start-up this wait may be all that keeps the
+        // process alive, and an agent that silently exits 0 while etcd is
+        // down is worse than one that waits. close() cuts it short.
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, wait);
+          this.wakeRetry = () => { clearTimeout(t); r(); };
+        });
+        this.wakeRetry = undefined;
       }
     }
   }
+}
+
+/** A failure's message with its details: "etcd unreachable" alone names no cause. */
+function failureReason(e: unknown): string {
+  const err = castError(e);
+  const text = err.details && err.details !== err.message ? `${err.message}: ${err.details}` : err.message;
+  // grpc-js folds a TLS error's multi-line text and an empty "Resolution note" in: one line, no noise.
+  return text.replace(/\s*Resolution note:\s*$/, '').replace(/\s+/g, ' ').trim();
 }
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());

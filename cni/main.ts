@@ -12,6 +12,7 @@
  */
 import { fstatSync, readSync, writeSync } from 'node:fs';
 import type * as Tty from 'node:tty';
+import { BerthError } from '../common/errors';
 import { runPlugin } from './plugin';
 
 const CHUNK = 64 * 1024;
@@ -103,12 +104,15 @@ void runPlugin({
   env: process.env,
   readStdin,
   stdout: (s) => {
-    if (stdoutLost) return;
+    if (stdoutLost) throw new BerthError('IO', 'stdout: closed', 'output not delivered');
     try {
       writeAll(1, s);
     } catch (e) {
       stdoutLost = true;
-      stderr(`berth: stdout: ${(e as NodeJS.ErrnoException).code ?? String(e)}; output not delivered\n`);
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      stderr(`berth: stdout: ${code}; output not delivered\n`);
+      // The plugin undoes an ADD whose result can't be delivered.
+      throw new BerthError('IO', `stdout: ${code}`, 'output not delivered');
     }
   },
   stderr,

@@ -40,6 +40,7 @@ export interface PluginIO {
   env: Record<string, string | undefined>;
   /** Whole stdin; only called when the verb takes input. */
   readStdin(): Promise<string>;
+  /** Throws when the output can't be delivered (the runtime stopped reading): an ADD then undoes itself. */
   stdout(s: string): void;
   stderr(s: string): void;
   /** Defaults to the unix-socket client. */
@@ -114,7 +115,29 @@ const defaultNetnsExists = async (path: string): Promise<boolean> => {
 function printError(io: PluginIO, version: string, err: BerthError, code = err.cniCode): void {
   const body: Record<string, unknown> = { cniVersion: version, code, msg: err.message };
   body.details = err.details !== undefined ? `${err.kind}: ${err.details}` : err.kind;
-  io.stdout(`${JSON.stringify(body)}\n`);
+  try {
+    io.stdout(`${JSON.stringify(body)}\n`);
+  } catch {
+    /* nobody is reading: the exit code is all that is left */
+  }
+}
+
+/**
+ * Largest `dns` block an ADD accepts, serialized. Kubernetes caps a pod's
+ * DNS config at 32 search domains of 2048 characters in all; the cap here
+ * is far above any real one, and far below the agent protocol's 1 MiB line.
+ */
+export const MAX_DNS_BYTES = 64 * 1024;
+
+/**
+ * prevResult as forwarded to the agent: without `dns`, which the agent never
+ * reads. Whatever the runtime cached, CHECK's and DEL's requests stay small:
+ * a >1 MiB dns block in the cached result once made every DEL fail with 6
+ * (the agent's request line limit), so the pod could never be cleaned up.
+ */
+function withoutDns(prev: CniResult): CniResult {
+  const { dns: _dns, ...rest } = prev;
+  return rest;
 }
 
 /** Runs one invocation; resolves to the process exit code. Never throws. */
@@ -199,21 +222,25 @@ async function dispatch(io: PluginIO, setVersion: (v: CniVersion) => void, setLo
   const mac = conf.mac ?? (args.MAC !== undefined ? args.MAC.toLowerCase().replace(/-/g, ':') : undefined);
 
   switch (verb) {
-    case 'ADD':
+    case 'ADD': {
       if (conf.rawPrevResult !== undefined) {
         throw new BerthError('InvalidConfig', 'prevResult: berth creates the interface and must be the first plugin of a chain', 'berth must be first in a plugin chain');
       }
+      // Refused here, before anything exists: the result would carry it to the runtime and back in every CHECK.
+      const dnsBytes = conf.dns ? Buffer.byteLength(JSON.stringify(conf.dns)) : 0;
+      if (dnsBytes > MAX_DNS_BYTES) throw new BerthError('InvalidConfig', `dns: ${dnsBytes} bytes, at most ${MAX_DNS_BYTES}`, 'dns block too large');
       if (ips) req.ips = ips;
       if (mac) req.mac = mac;
       break;
+    }
     case 'CHECK':
       if (conf.rawPrevResult === undefined) throw new BerthError('InvalidConfig', 'prevResult: required for CHECK', 'missing prevResult');
-      req.prevResult = parsePrevResult(conf);
+      req.prevResult = withoutDns(parsePrevResult(conf)!);
       break;
     case 'DEL':
       try {
         const prev = parsePrevResult(conf);
-        if (prev) req.prevResult = prev;
+        if (prev) req.prevResult = withoutDns(prev);
       } catch (e) {
         // DEL cleans up by identity; a bad cached result must not block teardown.
         log.warn('ignoring unparseable prevResult on DEL', { details: isBerthError(e) ? e.details : String(e) });
@@ -265,13 +292,36 @@ async function forward(io: PluginIO, conf: BerthNetConf, req: AgentRequest, log:
   if (!resp.ok) throw fromBody(resp.error);
   if (req.verb !== 'ADD') return;
 
-  if (!resp.result) throw new BerthError('Internal', 'agent answered ADD without a result');
-  let result: CniResult;
   try {
-    result = parseResult(resp.result, LATEST_VERSION, 'agent result');
+    if (!resp.result) throw new BerthError('Internal', 'agent answered ADD without a result');
+    let result: CniResult;
+    try {
+      result = parseResult(resp.result, LATEST_VERSION, 'agent result');
+    } catch (e) {
+      throw new BerthError('Internal', `agent sent an invalid result: ${castError(e).details}`);
+    }
+    if (!result.dns && conf.dns) result.dns = conf.dns;
+    io.stdout(`${JSON.stringify(toVersion(result, conf.cniVersion))}\n`);
   } catch (e) {
-    throw new BerthError('Internal', `agent sent an invalid result: ${castError(e).details}`);
+    // The agent plumbed the pod, but the runtime gets no result: undo it now
+    // rather than trust a DEL that may never come.
+    await undoAdd(io, conf, req, send, log);
+    throw e;
   }
-  if (!result.dns && conf.dns) result.dns = conf.dns;
-  io.stdout(`${JSON.stringify(toVersion(result, conf.cniVersion))}\n`);
+}
+
+/** DEL of an attachment whose ADD failed after the agent did its part; journalled when the agent is gone. Never throws. */
+async function undoAdd(io: PluginIO, conf: BerthNetConf, add: AgentRequest, send: SendAgentRequest, log: Logger): Promise<void> {
+  const del: AgentRequest = { verb: 'DEL', containerId: add.containerId, netns: add.netns, ifName: add.ifName, args: add.args, network: add.network, pool: add.pool };
+  try {
+    const r = await send(conf.agentSocket, del, conf.agentTimeoutMs);
+    if (r.ok) return log.warn('ADD failed after the agent plumbed the pod; undone');
+    log.warn('ADD failed after the agent plumbed the pod; the undo failed too (the runtime\'s DEL finishes it)', { error: r.error.code });
+  } catch (e) {
+    if (!isAgentUnavailable(e)) return;
+    await appendDel(conf.journalDir, del, { now: io.now }).then(
+      () => log.warn('ADD failed after the agent plumbed the pod; its undo is journalled', { reason: e.reason }),
+      () => undefined,
+    );
+  }
 }

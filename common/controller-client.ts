@@ -2,6 +2,16 @@
  * A small typed client of the controller's HTTP API, used by the agent and
  * by berthctl. Node's http only: no framework, and every failure comes back
  * as a BerthError (connection failures are TryAgainLater).
+ *
+ * Several endpoints (replicas of one controller, all on the same etcd): a
+ * call goes to the current one, and moves on to the next only when that one
+ * could not answer for the cluster: the connection failed or timed out, or
+ * it answered 5xx StoreUnavailable (its etcd is cut off) or a non-JSON 5xx
+ * (a proxy in front of a dead replica). Any other answer, 4xx included, is
+ * the answer: another replica would say the same. A replica that answered
+ * becomes the current one, so calls stick to a healthy replica. Each call
+ * tries every endpoint at most once. Bind and release are safe to resend to
+ * another replica: bind is get-or-bind and release is fenced by container.
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -12,25 +22,62 @@ import type {
 import { BerthError, fromBody } from './errors';
 
 export interface ClientOptions {
-  /** http(s)://host:port, or unix:///path/to/controller.sock */
-  url: string;
+  /** http(s)://host:port, or unix:///path/to/controller.sock; a comma list or an array names several replicas. */
+  url: string | string[];
   token?: string;
   timeoutMs?: number;
+  /** Called when calls move to another replica because `from` failed with `why`. */
+  onFailover?: (e: { from: string; to: string; why: string }) => void;
 }
 
+interface Endpoint {
+  base: URL;
+  agent: http.Agent;
+  socketPath: string | undefined;
+  where: string;
+}
+
+/** Splits a --controller value: a comma list, or several values. */
+export function controllerUrls(url: string | string[]): string[] {
+  const urls = (Array.isArray(url) ? url : [url]).flatMap((u) => u.split(',')).map((u) => u.trim()).filter(Boolean);
+  if (urls.length === 0) throw new BerthError('InvalidConfig', 'controller URL: empty', 'no controller URL');
+  return urls;
+}
+
+function endpoint(url: string): Endpoint {
+  let base: URL;
+  let socketPath: string | undefined;
+  if (url.startsWith('unix://')) {
+    socketPath = url.slice('unix://'.length);
+    base = new URL('http://controller/');
+  } else {
+    base = new URL(url.endsWith('/') ? url : `${url}/`);
+  }
+  const Agent = base.protocol === 'https:' ? https.Agent : http.Agent;
+  return { base, socketPath, agent: new Agent({ keepAlive: true, maxSockets: 256 }), where: socketPath ?? base.origin };
+}
+
+/** Marks a failure that another replica may not have: the call moves on to the next endpoint. */
+const FAILOVER = Symbol('failover');
+type Failover = BerthError & { [FAILOVER]?: true };
+const failover = (e: BerthError): BerthError => Object.assign(e, { [FAILOVER]: true as const });
+
 export class ControllerClient {
-  private readonly base: URL;
-  private readonly agent: http.Agent;
-  private readonly socketPath: string | undefined;
+  private readonly endpoints: Endpoint[];
+  /** The replica calls go to first: the last one that answered. */
+  private current = 0;
   constructor(private readonly opts: ClientOptions) {
-    if (opts.url.startsWith('unix://')) {
-      this.socketPath = opts.url.slice('unix://'.length);
-      this.base = new URL('http://controller/');
-    } else {
-      this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
-    }
-    const Agent = this.base.protocol === 'https:' ? https.Agent : http.Agent;
-    this.agent = new Agent({ keepAlive: true, maxSockets: 256 });
+    this.endpoints = controllerUrls(opts.url).map(endpoint);
+  }
+
+  /** The endpoint calls go to first (for logs and tests). */
+  get currentUrl(): string {
+    return this.urlOf(this.current);
+  }
+
+  private urlOf(i: number): string {
+    const e = this.endpoints[i];
+    return e.socketPath !== undefined ? `unix://${e.socketPath}` : e.base.origin;
   }
 
   health(): Promise<Health> { return this.call('GET', 'healthz'); }
@@ -55,33 +102,67 @@ export class ControllerClient {
     return this.call('DELETE', `v1/hosts/${enc(host)}${force ? '?force=1' : ''}`);
   }
 
-  close(): void { this.agent.destroy(); }
+  close(): void { for (const e of this.endpoints) e.agent.destroy(); }
 
-  private call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const url = new URL(path, this.base);
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const start = this.current;
+    let last: BerthError | undefined;
+    for (let i = 0; i < this.endpoints.length; i++) {
+      const at = (start + i) % this.endpoints.length;
+      try {
+        const r = await this.callOne<T>(this.endpoints[at], method, path, body);
+        this.settle(at, last);
+        return r;
+      } catch (e) {
+        const err = e as Failover;
+        if (!err[FAILOVER]) {
+          this.settle(at, last);
+          throw err;
+        }
+        last = err;
+      }
+    }
+    throw last!;
+  }
+
+  /** Replica `at` answered: calls stick to it from now on. */
+  private settle(at: number, failed: BerthError | undefined): void {
+    if (at === this.current) return;
+    const from = this.urlOf(this.current);
+    this.current = at;
+    this.opts.onFailover?.({ from, to: this.urlOf(at), why: failed ? `${failed.message}: ${failed.details ?? ''}` : '' });
+  }
+
+  private callOne<T>(ep: Endpoint, method: string, path: string, body?: unknown): Promise<T> {
+    const url = new URL(path, ep.base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { accept: 'application/json' };
     if (payload) { headers['content-type'] = 'application/json'; headers['content-length'] = String(payload.length); }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
     const mod = url.protocol === 'https:' ? https : http;
     return new Promise<T>((resolve, reject) => {
-      const req = mod.request(url, { method, headers, agent: this.agent, socketPath: this.socketPath, timeout: this.opts.timeoutMs ?? 10_000 }, (res) => {
+      const req = mod.request(url, { method, headers, agent: ep.agent, socketPath: ep.socketPath, timeout: this.opts.timeoutMs ?? 10_000 }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           let parsed: unknown;
+          const status = res.statusCode ?? 500;
           try { parsed = text ? JSON.parse(text) : {}; } catch {
-            return reject(new BerthError('Internal', `${res.statusCode} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply'));
+            const err = new BerthError('Internal', `${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply');
+            return reject(status >= 500 ? failover(err) : err);
           }
-          if ((res.statusCode ?? 500) >= 400) return reject(fromBody((parsed as { error?: unknown }).error ?? parsed));
+          if (status >= 400) {
+            const err = fromBody((parsed as { error?: unknown }).error ?? parsed);
+            return reject(status >= 500 && err.kind === 'StoreUnavailable' ? failover(err) : err);
+          }
           resolve(parsed as T);
         });
-        res.on('error', (e) => reject(new BerthError('TryAgainLater', e.message, 'controller connection failed')));
+        res.on('error', (e) => reject(failover(new BerthError('TryAgainLater', `${ep.where}: ${e.message}`, 'controller connection failed'))));
       });
-      const where = this.socketPath ?? url.origin;
+      const where = ep.where;
       req.on('timeout', () => req.destroy(new Error(`no reply from ${where} within ${this.opts.timeoutMs ?? 10_000} ms`)));
-      req.on('error', (e) => reject(new BerthError('TryAgainLater', `${where}: ${e.message}`, 'controller unreachable')));
+      req.on('error', (e) => reject(failover(new BerthError('TryAgainLater', `${where}: ${e.message}`, 'controller unreachable'))));
       req.end(payload);
     });
   }

@@ -11,6 +11,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /usr/lib/cni/portmap ] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${BERTH_WITH_BENCH_TOOLS:-0}" = 1 ]; then
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 fi

@@ -25,7 +25,7 @@
  *                               socket (<dir>/<host>/agent.sock: the CNI socket), journalDir,
  *                               logFile (agent stderr: JSON lines), pid (undefined while stopped)
  *   host(nameOrIndex)           look a host up
- *   startAgent(h) / stopAgent(h, signal='SIGTERM') / restartAgent(h)
+ *   startAgent(h, {args?}) / stopAgent(h, signal='SIGTERM') / restartAgent(h)
  *                               process control by PID; start resolves once the agent's CNI socket exists
  *   logs(h, msg?)               parsed JSON log lines of h's agent (optionally only msg === …)
  *   waitLog(h, pred, opts?)     bounded wait for a log line (only lines after `fromLine` if given)
@@ -110,7 +110,8 @@ export interface Cluster {
   hosts: ClusterHost[];
   dir: string;
   host(h: string | number): ClusterHost;
-  startAgent(h: ClusterHost): Promise<void>;
+  /** args: extra agent flags for this start (e.g. a second --controller). */
+  startAgent(h: ClusterHost, o?: { args?: string[] }): Promise<void>;
   stopAgent(h: ClusterHost, signal?: NodeJS.Signals): Promise<void>;
   restartAgent(h: ClusterHost): Promise<void>;
   logs(h: ClusterHost, msg?: string): LogLine[];
@@ -200,7 +201,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       try { return fs.readFileSync(h.logFile, 'utf8').split('\n').slice(-15).join('\n'); } catch { return ''; }
     };
 
-    const startAgent = async (h: ClusterHost) => {
+    const startAgent = async (h: ClusterHost, so: { args?: string[] } = {}) => {
       if (procs.has(h.name)) throw new Error(`agent on ${h.name} is already running`);
       // The agent opens its CNI socket last, after the first reconcile pass:
       // the socket appearing is the readiness signal (independent of log level).
@@ -213,6 +214,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         '--etcd-endpoints', etcd!.socketEndpoint, '--controller', controllerUrl, '--host', h.name,
         '--underlay-ip', h.sim.underlayIp, '--underlay-dev', h.sim.dev, '--pool', poolName, '--socket', h.socket,
         '--journal-dir', h.journalDir, '--resync-ms', String(o.resyncMs ?? 10_000), '--host-ttl', String(o.hostTtlSeconds ?? 10),
+        ...(so.args ?? []),
       ];
       // `ip netns exec` execs node in place, so this PID is the agent's own.
       const child = spawn('ip', args, { stdio: ['ignore', fd, fd], env });

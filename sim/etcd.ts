@@ -1,9 +1,13 @@
 /**
  * Starts a real etcd on 127.0.0.1 on free ports, with its data in a temp dir,
  * and stops it by PID. Every integration test that needs etcd uses this.
+ *
+ * startEtcd({ tls: true }) serves TLS only and requires client certificates
+ * (--client-cert-auth): a fresh CA, server and client certificate are made
+ * with openssl in the data dir (EtcdServer.tls names the files).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +20,8 @@ export interface EtcdServer {
   socketEndpoint: string;
   pid: number;
   dataDir: string;
+  /** With { tls: true }: the CA that signed the server, and a client certificate it accepts. */
+  tls?: EtcdTlsFiles & { otherCa: string };
   client(): Etcd3;
   stop(): Promise<void>;
 }
@@ -31,22 +37,66 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startEtcd(): Promise<EtcdServer> {
+export interface EtcdTlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/**
+ * A throw-away PKI in dir: ca.pem signs server.pem (SAN 127.0.0.1, localhost)
+ * and client.pem. Also other-ca.pem, a CA that signed nothing here (for
+ * "wrong CA" tests). Keys are EC P-256: quick to make.
+ */
+export function makeTestPki(dir: string): { ca: string; otherCa: string; server: EtcdTlsFiles; client: EtcdTlsFiles } {
+  const f = (n: string) => join(dir, n);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const newCa = (name: string) => ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+    '-subj', `/CN=${name}`, '-keyout', f(`${name}-key.pem`), '-out', f(`${name}.pem`));
+  newCa('ca');
+  newCa('other-ca');
+  const leaf = (name: string, ext: string) => {
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${name}`, '-keyout', f(`${name}-key.pem`), '-out', f(`${name}.csr`));
+    writeFileSync(f(`${name}.ext`), ext);
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial', '-days', '2',
+      '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
+  };
+  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf('client', 'extendedKeyUsage=clientAuth\n');
+  return {
+    ca: f('ca.pem'), otherCa: f('other-ca.pem'),
+    server: { ca: f('ca.pem'), cert: f('server.pem'), key: f('server-key.pem') },
+    client: { ca: f('ca.pem'), cert: f('client.pem'), key: f('client-key.pem') },
+  };
+}
+
+export async function startEtcd(o: { tls?: boolean } = {}): Promise<EtcdServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'berth-etcd-'));
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const pki = o.tls ? makeTestPki(dataDir) : undefined;
+  const scheme = pki ? 'https' : 'http';
+  const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
+  const tlsArgs = pki
+    ? ['--cert-file', pki.server.cert, '--key-file', pki.server.key, '--trusted-ca-file', pki.ca, '--client-cert-auth']
+    : [];
+  const creds = pki
+    ? { rootCertificate: readFileSync(pki.ca), certChain: readFileSync(pki.client.cert), privateKey: readFileSync(pki.client.key) }
+    : undefined;
   const child: ChildProcess = spawn('etcd', [
     '--name', 'berth-test',
     '--data-dir', dataDir,
     // A pathname unix socket is not scoped to a network namespace, so agents
     // inside simulated hosts reach etcd without any route to this loopback.
-    '--listen-client-urls', `${endpoint},unix://etcd.sock:0`,
+    // With TLS the socket speaks TLS too (unixs); clients still dial it as
+    // unix:// (grpc-js has no unixs scheme) and bring TLS credentials.
+    '--listen-client-urls', `${endpoint},${pki ? 'unixs' : 'unix'}://etcd.sock:0`,
     '--advertise-client-urls', endpoint,
     '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-cluster', `berth-test=http://127.0.0.1:${peerPort}`,
     '--log-level', 'error',
+    ...tlsArgs,
   ], { stdio: ['ignore', 'ignore', 'pipe'], cwd: dataDir });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
@@ -54,7 +104,7 @@ export async function startEtcd(): Promise<EtcdServer> {
   if (pid === undefined) throw new Error('etcd did not start (is it installed?)');
   const clients: Etcd3[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const probe = new Etcd3({ hosts: endpoint });
+  const probe = new Etcd3({ hosts: endpoint, ...(creds ? { credentials: creds } : {}) });
   try {
     await eventually(async () => { await probe.get('probe').string(); }, { timeoutMs: 20_000, what: `etcd on ${endpoint}: ${stderr}` });
   } finally {
@@ -62,7 +112,8 @@ export async function startEtcd(): Promise<EtcdServer> {
   }
   return {
     endpoint, pid, dataDir, socketEndpoint: `unix://${join(dataDir, 'etcd.sock:0')}`,
-    client() { const c = new Etcd3({ hosts: endpoint }); clients.push(c); return c; },
+    ...(pki ? { tls: { ...pki.client, otherCa: pki.otherCa } } : {}),
+    client() { const c = new Etcd3({ hosts: endpoint, ...(creds ? { credentials: creds } : {}) }); clients.push(c); return c; },
     async stop() {
       for (const c of clients.splice(0)) c.close();
       if (child.exitCode === null && child.signalCode === null) {

@@ -16,7 +16,7 @@ import { ControllerClient } from '../common/controller-client';
 import { SUPPORTED_VERSIONS, versionAtLeast } from '../common/cni-version';
 import { readDelJournal } from '../common/del-journal';
 import { silentLogger } from '../common/log';
-import { startController, type RunningController } from '../controller/app';
+import type { RunningController } from '../controller/app';
 import { startCniServer } from '../agent/cni-server';
 import { createCniHandler } from '../agent/cni-handlers';
 import type { CniHandler } from '../agent/cni-api';
@@ -24,24 +24,19 @@ import { replayJournal } from '../agent/journal-replay';
 import { desiredState } from '../agent/desired';
 import { planChanges } from '../agent/plan';
 import { vethNameFor } from '../agent/kernel/links';
-import { warmThreadPool } from '../agent/kernel/netns';
 import { observe } from '../agent/kernel/state';
-import { ensureBundle, execPlugin, type ExecResult } from '../sim/exec';
-import { startEtcd, type EtcdServer } from '../sim/etcd';
-import { startSite, type Site } from './harness/cni-site';
+import { execPlugin, type ExecResult } from '../sim/exec';
+import { startCniBackend, startSite, type CniBackend, type Site } from './harness/cni-site';
 import { nsExec, nsTry, randomTag } from '../sim/netns';
 import { eventually } from '../sim/eventually';
 
-let etcd: EtcdServer;
+let backend: CniBackend;
 let ctl: RunningController;
 let admin: ControllerClient;
 
 test.before(async () => {
-  await warmThreadPool();
-  await ensureBundle();
-  etcd = await startEtcd();
-  ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger });
-  admin = new ControllerClient({ url: ctl.url });
+  backend = await startCniBackend();
+  ({ ctl, admin } = backend);
 });
 
 async function site(t: ExecutionContext, o: { cidr?: string } = {}): Promise<Site> {
@@ -49,9 +44,7 @@ async function site(t: ExecutionContext, o: { cidr?: string } = {}): Promise<Sit
 }
 
 test.after.always(async () => {
-  admin?.close();
-  await ctl?.stop();
-  await etcd?.stop();
+  await backend?.stop();
 });
 
 function ok(t: ExecutionContext, r: ExecResult, what: string): void {
@@ -317,18 +310,22 @@ test('an ADD right after DEL of the same attachment waits for the background vet
   t.regex(nsExec(pod, 'ip', '-o', 'addr', 'show', 'dev', 'eth0'), /inet 198\.18\./);
 });
 
-test('DEL with the controller unreachable removes the veth and answers 11; the retry releases', async (t) => {
+test('DEL with the controller unreachable removes the veth, is journalled and succeeds; the replay releases', async (t) => {
   const s = await site(t);
   const pod = s.lab.pod('pod');
   ok(t, await s.cni('ADD', 'cd', pod), 'ADD');
   const dead = new ControllerClient({ url: 'http://127.0.0.1:1', timeoutMs: 2000 });
   t.teardown(() => dead.close());
   const req: AgentRequest = { verb: 'DEL', containerId: 'cd', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'web', K8S_POD_NAME: 'cd' }, network: 'berth-net', pool: s.pool };
-  const r = await createCniHandler({ ...s.deps, controller: dead })(req);
-  t.like(r, { ok: false, error: { code: 'TryAgainLater', cniCode: 11 } });
+  const offline = createCniHandler({ ...s.deps, controller: dead });
+  t.like(await offline(req), { ok: true });
   await vethsRetiredThenGone(t, s);
-  t.like(await s.handler(req), { ok: true });
+  t.like(await leaseOf(s, 'k8s/web/cd'), { state: 'bound' }, 'not released yet');
+  t.is((await readDelJournal(s.journalDir)).entries.length, 1);
+  t.deepEqual(await replayJournal(s.journalDir, offline, silentLogger), { replayed: 0, failed: 1 }, 'a replay that still finds no controller keeps the entry');
+  t.deepEqual(await replayJournal(s.journalDir, s.handler, silentLogger), { replayed: 1, failed: 0 });
   t.like(await leaseOf(s, 'k8s/web/cd'), { state: 'held' });
+  t.is((await readDelJournal(s.journalDir)).entries.length, 0);
 });
 
 // ---- the socket itself ----

@@ -79,15 +79,18 @@ test.serial('an agent restart makes zero kernel changes and connectivity holds',
   const linksBefore = nsExec(h1.sim, 'ip', '-o', 'link', 'show');
   const from = c.logs(h1).length;
   await c.restartAgent(h1);
-  const first = c.logs(h1).slice(from).find((l) => l.msg === 'reconcile pass') as LogLine & { ops: number; pass: number };
+  // restartAgent resolves once the CNI socket exists; `agent ready` is logged
+  // just after that, so wait for the lines rather than read them at once.
+  const ready = await c.waitLog(h1, (l) => l.msg === 'agent ready', { fromLine: from });
+  const first = (await c.waitLog(h1, (l) => l.msg === 'reconcile pass', { fromLine: from })) as LogLine & { ops: number; pass: number };
   t.like(first, { pass: 1, ops: 0, failed: 0 }, 'the first pass after a restart plans nothing');
-  t.is(c.logs(h1).slice(from).find((l) => l.msg === 'agent ready')?.firstPassOps, 0);
+  t.is(ready.firstPassOps, 0);
   t.is(nsExec(h1.sim, 'ip', 'route', 'show', 'proto', '190') + nsExec(h1.sim, 'bridge', 'fdb', 'show', 'dev', 'berth.vxlan'), before);
   t.is(nsExec(h1.sim, 'ip', '-o', 'link', 'show'), linksBefore, 'devices untouched (same indexes)');
   // Peers never saw the host go away: its key was never deleted.
   const hostKey = await c.etcd.client().get('/berth/v1/hosts/host-1').string();
   t.truthy(hostKey);
-  t.true(c.ping(a.ns, b.ip));
+  await pingOk(a.ns, b.ip);
   for (const p of [a, b]) await c.unplumbPod(p);
   await c.waitConverged();
 });

@@ -27,7 +27,8 @@ import { parseCidr } from '../../common/cidr';
 import { BerthError, castError } from '../../common/errors';
 import { identityFor } from '../identity';
 import { addressPod, detachPod, plugVeth } from '../kernel/pod';
-import { isOwnNetns } from '../kernel/netns';
+import { isOwnNetns, openNetnsFd } from '../kernel/netns';
+import { closeSync } from 'node:fs';
 import { dropSupersededDel } from './journal';
 import { fastPathHook, identityKey, type Ctx } from './shared';
 
@@ -56,7 +57,9 @@ function checkPool(asked: string, served: string): void {
   }
 }
 
+/** Before anything is bound or created: the path is a network namespace (NotFound, InvalidRequest), and not ours. */
 function checkNetns(netns: string): void {
+  closeSync(openNetnsFd(netns));
   let own: boolean;
   try {
     own = isOwnNetns(netns);
@@ -101,6 +104,7 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const ip = bound.lease.ip;
       const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway, poolCidr: parseCidr(`${ip}/${bound.prefix}`).cidr });
       fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
+      undo.push({ what: 'fast path', run: async () => fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(plug.value.hostVeth)) });
       deps.markDirty();
       if (await dropSupersededDel(deps.journalDir, req, started)) {
         deps.log.info('dropped a DEL journalled before this ADD', { containerId: req.containerId, ifName: req.ifName });

@@ -12,15 +12,20 @@
  * and ifName, so it can never take an address from a newer container, nor
  * from another interface of this one (whose veth and route it leaves alone).
  *
- * Controller unreachable: the veth is removed anyway (the container is
- * going), and DEL fails with 11 so the runtime retries it; a retry finds the
- * veth gone and completes the release. The runtime's retry is the durable
- * queue here: an agent-side journal would report success while the lease
- * stays bound, and the pod's next ADD would then meet LeaseHeldElsewhere.
- * (The plugin's own journal covers the other case: the agent itself down.)
+ * Controller unreachable (every replica: the client fails over first, see
+ * common/controller-client.ts): the veth is removed anyway (the container is
+ * going), and the DEL is written to the DEL journal, the one the plugin
+ * writes while the agent is down, and succeeds: a failing DEL blocks pod
+ * teardown. The agent replays the journal (agent/journal-replay.ts) until
+ * the release goes through; replay calls this with `replay` set, so a
+ * failure there stays a failure and the entry stays. An ADD of the same
+ * attachment later drops the entry, as it drops the plugin's. Until the
+ * replay, the lease stays bound to this host. Only when the journal can't
+ * take the entry does DEL fail with 11, for the runtime to retry.
  */
 import type { AgentRequest } from '../../common/agent-protocol';
 import type { ReleaseResponse } from '../../common/api';
+import { appendDel } from '../../common/del-journal';
 import { castError, type BerthError } from '../../common/errors';
 import { tryIdentityFor } from '../identity';
 import { detachPod, hostLinkIndex } from '../kernel/pod';
@@ -30,6 +35,8 @@ import { fastPathHook, findBoundLease, identityKey, type Ctx } from './shared';
 
 /** Controller answers that mean "nothing of ours to release". */
 const NOTHING_TO_RELEASE = new Set(['PoolNotFound', 'LeaseNotFound', 'NotFound']);
+/** Failures that mean no controller replica could be asked: the DEL is journalled. */
+const CONTROLLER_UNREACHABLE = new Set(['TryAgainLater', 'StoreUnavailable']);
 
 async function release(ctx: Ctx, req: AgentRequest): Promise<ReleaseResponse> {
   const { deps } = ctx;
@@ -54,7 +61,7 @@ async function releaseAndUnroute(ctx: Ctx, req: AgentRequest, by: { identity?: s
   return r;
 }
 
-export async function del(ctx: Ctx, req: AgentRequest): Promise<void> {
+export async function del(ctx: Ctx, req: AgentRequest, o: { replay?: boolean } = {}): Promise<void> {
   const { deps } = ctx;
   let outcome: ReleaseResponse | undefined;
   let failure: BerthError | undefined;
@@ -80,6 +87,15 @@ export async function del(ctx: Ctx, req: AgentRequest): Promise<void> {
   }
   if (det.status === 'rejected') throw det.reason;
   deps.markDirty();
+  if (failure && !o.replay && CONTROLLER_UNREACHABLE.has(failure.kind)) {
+    try {
+      const entry = await appendDel(deps.journalDir, { ...req, prevResult: undefined });
+      deps.log.warn('controller unreachable; DEL journalled for replay', { containerId: req.containerId, ifName: req.ifName, entry: entry.id, error: failure.details });
+      return;
+    } catch (e) {
+      deps.log.warn('controller unreachable and the DEL journal refused the entry', { containerId: req.containerId, error: castError(e).message });
+    }
+  }
   deps.log.info('DEL', { containerId: req.containerId, ifName: req.ifName, outcome: outcome?.outcome, ip: outcome?.lease?.ip, error: failure?.kind });
   if (failure) throw failure;
 }

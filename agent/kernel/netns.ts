@@ -14,6 +14,8 @@ import { createRtNetlink, type RtNetlinkSocket } from 'netlink';
 import { BerthError } from '../../common/errors';
 
 interface Addon {
+  /** fd of a network namespace file; never blocks; throws code ENOENT or ENOTNETNS (berth_netns.c). */
+  openNetns(path: string): number;
   setns(fd: number, nstype: number): void;
   CLONE_NEWNET: number;
   /** A NETLINK_ROUTE socket fd in the calling thread's netns (O_CLOEXEC). */
@@ -71,16 +73,20 @@ export function resolveNetnsPath(p: string): string {
 }
 
 /**
- * Opens a namespace fd (for IFLA_NET_NS_FD). The caller closes it. libuv
- * opens with O_CLOEXEC, so the fd never leaks into a child process.
+ * Opens a namespace fd (for IFLA_NET_NS_FD, or setns). The caller closes it;
+ * it is O_CLOEXEC, so it never leaks into a child process. A path that is
+ * not a network namespace (a FIFO, a device, a directory, a regular file,
+ * another kind of namespace) is refused before it is opened for reading,
+ * and nothing here can block: a FIFO once froze the whole agent in open(2).
  */
 export function openNetnsFd(nsPath: string): number {
   const p = resolveNetnsPath(nsPath);
   try {
-    return fs.openSync(p, fs.constants.O_RDONLY);
+    return load().openNetns(p);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new BerthError('NotFound', p, 'network namespace does not exist');
+    if (code === 'ENOTNETNS') throw new BerthError('InvalidRequest', p, 'not a network namespace');
     throw new BerthError('IO', `${p}: ${(e as Error).message}`);
   }
 }

@@ -1,6 +1,8 @@
 /*
  * berth_netns: what Node lacks for the agent's data plane.
  *
+ * openNetns(path) opens a network namespace file without ever blocking and
+ * refuses anything else before opening it for real: see js_open_netns.
  * setns(fd, CLONE_NEWNET) moves only the calling thread (the JS main thread)
  * into another network namespace. agent/kernel/netns.ts uses it to open a
  * netlink socket inside a pod's namespace and then moves straight back; read
@@ -10,9 +12,19 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 #include <node_api.h>
+
+#ifndef NSFS_MAGIC
+#define NSFS_MAGIC 0x6e736673
+#endif
 
 #include "berth_native.h"
 
@@ -54,8 +66,65 @@ static napi_value js_setns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * openNetns(path) -> fd (O_RDONLY|O_CLOEXEC) of a network namespace.
+ * Throws Error with code ENOENT (no such path), ENOTNETNS (exists, but is no
+ * network namespace) or another errno name.
+ *
+ * A plain open(2) of a runtime-supplied path can block the JS thread for
+ * good (a FIFO with no writer) or run a device driver's open (/dev/...). So
+ * the path is first opened with O_PATH, which never blocks and opens nothing
+ * for I/O, and fstatfs(2) must say nsfs. Only then is that same inode opened
+ * for real, through /proc/self/fd (no second path lookup, so no race with a
+ * rename), and ioctl(NS_GET_NSTYPE) must say CLONE_NEWNET (a mount or pid
+ * namespace file is nsfs too). Opening an nsfs file never blocks.
+ */
+static napi_value js_open_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char path[4096];
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok || len == 0 || len >= sizeof(path) - 1) {
+    napi_throw_type_error(env, NULL, "openNetns(path: string)");
+    return NULL;
+  }
+  int pfd = open(path, O_PATH | O_CLOEXEC);
+  if (pfd < 0) {
+    int err = errno;
+    napi_throw_error(env, err == ENOENT ? "ENOENT" : berth_errno_name(err), strerror(err));
+    return NULL;
+  }
+  struct statfs sfs;
+  if (fstatfs(pfd, &sfs) != 0 || sfs.f_type != NSFS_MAGIC) {
+    close(pfd);
+    napi_throw_error(env, "ENOTNETNS", "not a namespace file");
+    return NULL;
+  }
+  char proc[64];
+  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+  int fd = open(proc, O_RDONLY | O_CLOEXEC);
+  int err = errno;
+  close(pfd);
+  if (fd < 0) {
+    napi_throw_error(env, berth_errno_name(err), strerror(err));
+    return NULL;
+  }
+  int type = ioctl(fd, NS_GET_NSTYPE);
+  if (type >= 0 && type != CLONE_NEWNET) {
+    close(fd);
+    napi_throw_error(env, "ENOTNETNS", "a namespace, but not a network namespace");
+    return NULL;
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn, flag;
+  napi_create_function(env, "openNetns", NAPI_AUTO_LENGTH, js_open_netns, NULL, &fn);
+  napi_set_named_property(env, exports, "openNetns", fn);
   napi_create_function(env, "setns", NAPI_AUTO_LENGTH, js_setns, NULL, &fn);
   napi_set_named_property(env, exports, "setns", fn);
   napi_create_int32(env, CLONE_NEWNET, &flag);

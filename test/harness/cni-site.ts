@@ -16,9 +16,11 @@ import { startCniServer } from '../../agent/cni-server';
 import { createCniHandler } from '../../agent/cni-handlers';
 import type { CniDeps, CniHandler, CniServer } from '../../agent/cni-api';
 import { ensureBridge } from '../../agent/kernel/links';
-import { openNetlinkIn } from '../../agent/kernel/netns';
+import { openNetlinkIn, warmThreadPool } from '../../agent/kernel/netns';
+import { startController, type RunningController } from '../../controller/app';
+import { startEtcd, type EtcdServer } from '../../sim/etcd';
 import type { Netlink } from '../../agent/kernel/nl';
-import { execPlugin, type ExecResult } from '../../sim/exec';
+import { ensureBundle, execPlugin, type ExecResult } from '../../sim/exec';
 import { Lab, randomTag, type Netns } from '../../sim/netns';
 
 export interface Site {
@@ -84,3 +86,31 @@ export async function startSite(t: ExecutionContext, controllerUrl: string, o: {
   return { lab, host, hostNl, pool, gateway, hostName, cidr, deps, handler, server, dir, journalDir, dirty, conf, cni };
 }
 
+
+/** What CNI integration tests share: a real etcd and one controller on it, and an admin client. */
+export interface CniBackend {
+  etcd: EtcdServer;
+  ctl: RunningController;
+  admin: ControllerClient;
+  stop(): Promise<void>;
+}
+
+/** Starts the backend; also warms the thread pool and builds the plugin bundle if needed. */
+export async function startCniBackend(): Promise<CniBackend> {
+  await warmThreadPool();
+  await ensureBundle();
+  const etcd = await startEtcd();
+  const ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger }).catch(async (e) => {
+    await etcd.stop();
+    throw e;
+  });
+  const admin = new ControllerClient({ url: ctl.url });
+  return {
+    etcd, ctl, admin,
+    async stop() {
+      admin.close();
+      await ctl.stop();
+      await etcd.stop();
+    },
+  };
+}

@@ -1,0 +1,86 @@
+/**
+ * ControllerClient with several endpoints: which failures move a call to the
+ * next replica and which are the answer. Small HTTP servers on unix sockets
+ * stand in for replicas, each answering one fixed way.
+ */
+import test from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ControllerClient, controllerUrls } from './controller-client';
+import { BerthError } from './errors';
+
+const dir = mkdtempSync(join(tmpdir(), 'berth-cc-'));
+const servers: Server[] = [];
+test.after.always(async () => {
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Replica { url: string; hits: number }
+
+/** A replica that always answers `status` with `body` (a string is sent as is). */
+async function replica(name: string, status: number, body: unknown): Promise<Replica> {
+  const path = join(dir, `${name}.sock`);
+  const r: Replica = { url: `unix://${path}`, hits: 0 };
+  const srv = createServer((_req, res) => {
+    r.hits++;
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(typeof body === 'string' ? body : JSON.stringify(body));
+  });
+  servers.push(srv);
+  await new Promise<void>((resolve) => srv.listen(path, resolve));
+  return r;
+}
+
+const errBody = (kind: string) => ({ error: new BerthError(kind as never, 'x').toBody() });
+const gone = () => ({ url: `unix://${join(dir, 'nobody.sock')}`, hits: 0 });
+
+test('controllerUrls splits comma lists and repeated values', (t) => {
+  t.deepEqual(controllerUrls('http://a:1, http://b:2'), ['http://a:1', 'http://b:2']);
+  t.deepEqual(controllerUrls(['unix:///x', 'http://b:2,http://c:3']), ['unix:///x', 'http://b:2', 'http://c:3']);
+  t.throws(() => controllerUrls(' , '), { message: /no controller URL/ });
+});
+
+test('an unreachable replica fails over to the next, and calls stick to the one that answered', async (t) => {
+  const dead = gone();
+  const ok = await replica('ok1', 200, { status: 'ok' });
+  const moves: unknown[] = [];
+  const c = new ControllerClient({ url: [dead.url, ok.url], onFailover: (f) => moves.push(f) });
+  t.teardown(() => c.close());
+  t.like(await c.health(), { status: 'ok' });
+  t.is(c.currentUrl, ok.url);
+  t.like(moves, [{ from: dead.url, to: ok.url }]);
+  t.regex((moves[0] as { why: string }).why, /controller unreachable/);
+  await c.health();
+  t.is(ok.hits, 2);
+  t.is(moves.length, 1, 'no further failover once settled');
+});
+
+test('503 StoreUnavailable and a non-JSON 502 fail over; the last failure is reported when none answers', async (t) => {
+  const cut = await replica('cut', 503, errBody('StoreUnavailable'));
+  const proxy = await replica('proxy', 502, '<html>bad gateway</html>');
+  const ok = await replica('ok2', 200, { status: 'ok' });
+  const c = new ControllerClient({ url: `${cut.url},${proxy.url},${ok.url}` });
+  t.teardown(() => c.close());
+  t.like(await c.health(), { status: 'ok' });
+  t.deepEqual([cut.hits, proxy.hits, ok.hits], [1, 1, 1]);
+
+  const none = new ControllerClient({ url: [cut.url, gone().url] });
+  t.teardown(() => none.close());
+  await t.throwsAsync(none.health(), { message: 'controller unreachable' });
+});
+
+test('an answer is final: 4xx and other 5xx kinds do not fail over', async (t) => {
+  for (const [status, kind] of [[404, 'PoolNotFound'], [409, 'LeaseHeldElsewhere'], [400, 'InvalidRequest'], [503, 'Contention'], [500, 'Internal']] as const) {
+    const first = await replica(`r-${status}-${kind}`, status, errBody(kind));
+    const second = await replica(`s-${status}-${kind}`, 200, { status: 'ok' });
+    const c = new ControllerClient({ url: [first.url, second.url] });
+    const err = await t.throwsAsync(c.health());
+    t.is((err as BerthError).kind, kind);
+    t.is(second.hits, 0, `${kind}: the other replica was not asked`);
+    t.is(c.currentUrl, first.url);
+    c.close();
+  }
+});
