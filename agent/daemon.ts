@@ -28,7 +28,9 @@ import { createCniHandler } from './cni-handlers';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
+import { firewallWant } from './firewall';
 import { FastPath } from './kernel/fastpath';
+import { syncFirewall } from './kernel/firewall';
 import { replayJournal } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
@@ -53,6 +55,10 @@ export interface AgentOptions {
   hostTtlSeconds?: number;
   /** Pod-to-pod fast path (BPF, tcx): bypasses host netfilter for that traffic; docs/dataplane.md. */
   fastPath?: boolean;
+  /** Destinations pods reach with their own source (no SNAT); docs/dataplane.md "Egress". */
+  noMasquerade?: string[];
+  /** Pod source check and VXLAN input filter; on unless false (docs/dataplane.md "Isolation"). */
+  isolation?: boolean;
   log: Logger;
 }
 
@@ -117,7 +123,7 @@ export class Agent {
     this.etcd = openEtcd(o.etcd);
     if (o.fastPath) {
       try {
-        this.fastPath = FastPath.open();
+        this.fastPath = FastPath.open(undefined, { sourceCheck: o.isolation !== false });
         this.log.info('fast path on: pod-to-pod traffic skips host forwarding and netfilter');
       } catch (e) {
         this.log.warn('fast path unavailable; routing through the host stack', { error: castError(e).details });
@@ -125,7 +131,7 @@ export class Agent {
     }
     const fast = this.fastPath;
     this.reconciler = new Reconciler({
-      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000,
+      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w) => syncFirewall(w),
       ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkViews(nl))) } : {}),
     });
     const ownKeyGone = `delete ${keys.host(o.host)}`;
@@ -141,7 +147,7 @@ export class Agent {
 
     const devices = this.desiredFor(pool, []).devices!;
     await ensureDevices(this.netlink, devices);
-    ensureSysctls(devices);
+    for (const w of ensureSysctls(devices)) this.log.warn(w);
 
     this.registration = new Registration(this.etcd, this.self, this.log, { ttlSeconds: o.hostTtlSeconds });
     await this.registration.start();
@@ -174,7 +180,7 @@ export class Agent {
     this.cni = await startCniServer(o.socketPath, handler, this.log.child({ component: 'cni' }));
     this.log.info('agent ready', {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
-      firstPassOps: this.firstPass.ops,
+      firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstPass.firewallOps,
     });
     const replay = async () => {
       try {
@@ -194,21 +200,26 @@ export class Agent {
   desired(): Desired | undefined {
     const snap = this.source?.snapshot();
     if (!snap?.pool) return undefined;
-    return this.desiredFor(snap.pool, snap.hosts, snap.leases);
+    return this.desiredFor(snap.pool, snap.hosts, snap.leases, snap.pools);
   }
 
-  private desiredFor(pool: Pool, hosts: Host[], leases: LeaseView[] = []): Desired {
+  private desiredFor(pool: Pool, hosts: Host[], leases: LeaseView[] = [], pools: Pool[] = [pool]): Desired {
     // Our own record comes from us, not from the watch: devices and remote
     // routes are right even before (or while the lease is lost between) registrations.
     const me: Host = { ...this.self!, registeredAt: '' };
     const others = hosts.filter((h) => h.name !== me.name);
-    return desiredState({
+    const d = desiredState({
       self: me.name,
       hosts: [me, ...others],
       leases,
       pool: { name: pool.name, cidr: pool.cidr, gateway: pool.gateway },
       underlayMtu: this.underlay!.mtu,
     });
+    d.firewall = firewallWant({
+      underlayIp: me.underlayIp, pools: [pool, ...pools].map((p) => p.cidr), hosts: others.map((h) => h.underlayIp),
+      noMasquerade: this.o.noMasquerade ?? [], locals: d.locals ?? [], isolation: this.o.isolation !== false,
+    });
+    return d;
   }
 
   /**
