@@ -26,7 +26,7 @@ table inet berth {
 
 \tchain input {
 \t\ttype filter hook input priority filter; policy accept;
-\t\tudp dport 4789 ip saddr != @vteps drop
+\t\tudp dport 4789 ip saddr != @vteps counter packets 3 bytes 150 drop
 \t}
 
 \tchain postrouting {
@@ -59,7 +59,7 @@ table bridge berth {
 \t\tiifname != "bth*" accept
 \t\tiifname . ip saddr @pods accept
 \t\tiifname . arp saddr ip @pods accept
-\t\tdrop
+\t\tcounter packets 0 bytes 0 drop
 \t}
 }`;
 
@@ -102,7 +102,7 @@ test('a missing element, a missing table or an edited rule is a difference', (t)
   const w = firewallWant(input);
   t.false(firewallMatches(w, LISTING.replace('"bth00000003" . 198.18.0.7,', '')));
   t.false(firewallMatches(w, LISTING.replace('198.19.0.13 }', '198.19.0.99 }')));
-  t.false(firewallMatches(w, LISTING.replace('\t\tdrop\n', '')));
+  t.false(firewallMatches(w, LISTING.replace('\t\tcounter packets 0 bytes 0 drop\n', '')));
   t.false(firewallMatches(w, LISTING.replace('snat ip to 198.19.0.11', 'snat ip to 198.19.0.12')));
   t.false(firewallMatches(w, extractTables(LISTING).get('inet')!));
   t.false(firewallMatches(w, ''));

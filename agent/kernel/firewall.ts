@@ -11,17 +11,29 @@
  * namespace and nowhere else.
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { BerthError } from '../../common/errors';
 import { firewallMatches, firewallScript, type FirewallWant } from '../firewall';
+
+/**
+ * nftables' `nft`, by absolute path: a PATH lookup can find something else
+ * called nft first (npm puts node_modules/.bin, where @vercel/nft installs
+ * an `nft` of its own, ahead of /usr/sbin).
+ */
+export function nftPath(): string | undefined {
+  return ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft', '/bin/nft'].find((p) => existsSync(p));
+}
 
 export type NftRunner = (args: string[], stdin?: string) => Promise<string>;
 
 /** Runs nft with args (stdin for `-f -`); stdout, or a KernelError carrying nft's message. */
 export const runNft: NftRunner = (args, stdin) =>
   new Promise((resolve, reject) => {
-    const child = execFile('nft', args, { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    const bin = nftPath();
+    if (!bin) return reject(new BerthError('KernelError', 'nft not found in /usr/sbin, /sbin, /usr/bin or /bin (install the nftables package)', 'nftables refused'));
+    const child = execFile(bin, args, { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
-      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'nft not found (install the nftables package)' : (stderr || err.message).trim();
+      const why = (stderr || err.message).trim();
       reject(new BerthError('KernelError', `nft ${args.join(' ')}: ${why.split('\n').slice(0, 3).join(' | ')}`, 'nftables refused'));
     });
     child.stdin?.on('error', () => undefined);
