@@ -47,15 +47,20 @@ async function server(ns: Netns, ip: string): Promise<number> {
 }
 
 let pods: Pod[] = [];
-test.serial('a host reaches a pod on another host, and that pod reaches the host', async (t) => {
+test.serial('a host reaches a pod on another host', async (t) => {
   const [h1, h2] = c.hosts;
   pods = [await c.plumbPod(h1, 'np-1'), await c.plumbPod(h2, 'np-2')];
   await c.waitConverged();
   const [p1] = pods;
-  t.is(await seenBy(h2.sim, p1.ip, await server(p1.ns, p1.ip)), h2.sim.underlayIp, 'host -> remote pod, from the host\'s underlay address');
-  t.true(c.ping(h2.sim, p1.ip), 'ping host -> remote pod');
-  t.is(await seenBy(p1.ns, h2.sim.underlayIp, await server(h2.sim, h2.sim.underlayIp)), p1.ip, 'pod -> remote host, not masqueraded');
-  t.true(c.ping(p1.ns, h2.sim.underlayIp), 'ping pod -> remote host');
+  t.is(await seenBy(h2.sim, p1.ip, await server(p1.ns, p1.ip)), h2.sim.underlayIp, 'from the host\'s underlay address');
+  t.true(c.ping(h2.sim, p1.ip), 'ping');
+});
+
+test.serial('a pod reaches a host other than its own', async (t) => {
+  const [p1] = pods;
+  const h2 = c.hosts[1];
+  t.is(await seenBy(p1.ns, h2.sim.underlayIp, await server(h2.sim, h2.sim.underlayIp)), p1.ip, 'not masqueraded');
+  t.true(c.ping(p1.ns, h2.sim.underlayIp), 'ping');
 });
 
 test.serial('a pod reaches a hostPort (portmap chained after berth) on another host', async (t) => {

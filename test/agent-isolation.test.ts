@@ -109,6 +109,19 @@ function drops(h: ClusterHost, family: 'inet' | 'bridge'): number {
   return Number(m[1]);
 }
 
+/**
+ * A packet the attacker may send (its own source) to the target, waited for:
+ * whatever the attacker sent before it on the same path has had its chance
+ * to arrive by then.
+ */
+async function control(): Promise<void> {
+  const msg = `control-${randomTag()}`;
+  await eventually(() => {
+    forgeSpoof(attacker.ns, { src: attacker.ip, dst: target.ip, port: PORT, msg, count: 1 });
+    if (!listener.got(`${attacker.ip} ${msg}`)) throw new Error('control not delivered');
+  }, { what: 'the control packet' });
+}
+
 /** Waits until h's drop counter has grown by at least n since `before`. */
 const droppedAtLeast = (h: ClusterHost, family: 'inet' | 'bridge', before: number, n: number) =>
   eventually(() => {
@@ -135,6 +148,7 @@ test.serial('an unprivileged pod can\'t inject frames through another node\'s VX
   const before = drops(h2, 'inet');
   forge(shut);
   await droppedAtLeast(h2, 'inet', before, 5);
+  await control();
   t.false(listener.lines.some((l) => l.endsWith(shut)), 'nothing was decapsulated');
 });
 
@@ -156,6 +170,7 @@ for (const fastPath of [false, true]) {
     const before = drops(h1, 'bridge');
     forge(shut);
     await droppedAtLeast(h1, 'bridge', before, 5);
+    await control();
     t.false(listener.lines.some((l) => l.endsWith(shut)), 'the spoofed packets never left host-1');
   });
 }
