@@ -109,6 +109,15 @@ function drops(h: ClusterHost, family: 'inet' | 'bridge'): number {
   return Number(m[1]);
 }
 
+/** Forges until the target has a packet "from" the neighbour with a fresh tag: the attack works. */
+async function deliveredAsNeighbour(forge: (msg: string, count: number) => void, what: string): Promise<void> {
+  const msg = `open-${randomTag()}`;
+  await eventually(() => {
+    forge(msg, 1);
+    if (!listener.got(`${neighbour.ip} ${msg}`)) throw new Error('not delivered');
+  }, { what });
+}
+
 /**
  * A packet the attacker may send (its own source) to the target, waited for:
  * whatever the attacker sent before it on the same path has had its chance
@@ -136,11 +145,7 @@ test.serial('an unprivileged pod can\'t inject frames through another node\'s VX
   });
 
   await agentsWith({ isolation: false });
-  const open = `vx-open-${randomTag()}`;
-  await eventually(() => {
-    forge(open, 1);
-    if (!listener.got(`${neighbour.ip} ${open}`)) throw new Error('not delivered');
-  }, { what: 'the injected frame (isolation off)' });
+  await deliveredAsNeighbour(forge, 'the injected frame (isolation off)');
   t.pass('isolation off: the target received a packet "from" the neighbour pod');
 
   await agentsWith({ isolation: true });
@@ -158,11 +163,7 @@ for (const fastPath of [false, true]) {
     const forge = (msg: string, count = 5) => forgeSpoof(attacker.ns, { src: neighbour.ip, dst: target.ip, port: PORT, msg, count });
 
     await agentsWith({ isolation: false, fastPath });
-    const open = `spoof-open-${randomTag()}`;
-    await eventually(() => {
-      forge(open, 1);
-      if (!listener.got(`${neighbour.ip} ${open}`)) throw new Error('not delivered');
-    }, { what: 'the spoofed packet (isolation off)' });
+    await deliveredAsNeighbour(forge, 'the spoofed packet (isolation off)');
     t.pass('isolation off: the spoofed source arrived on the other host');
 
     await agentsWith({ isolation: true, fastPath });
