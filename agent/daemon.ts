@@ -30,7 +30,7 @@ import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
 import { firewallWant } from './firewall';
 import { FastPath } from './kernel/fastpath';
-import { syncFirewall } from './kernel/firewall';
+import { FirewallSync } from './kernel/firewall';
 import { replayJournal } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
@@ -130,8 +130,9 @@ export class Agent {
       }
     }
     const fast = this.fastPath;
+    const firewall = new FirewallSync();
     this.reconciler = new Reconciler({
-      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w) => syncFirewall(w),
+      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w, v) => firewall.sync(w, v),
       ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkViews(nl))) } : {}),
     });
     const ownKeyGone = `delete ${keys.host(o.host)}`;

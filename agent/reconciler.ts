@@ -45,8 +45,11 @@ export interface ReconcilerOptions {
   retryMs?: number;
   /** Replaces observe/apply (benchmarks count kernel time separately); defaults to the real kernel. */
   kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
-  /** Converges Berth's nftables tables to desired.firewall (agent/kernel/firewall.ts); returns its change count. */
-  firewall?: (want: NonNullable<Desired['firewall']>) => Promise<number>;
+  /**
+   * Converges Berth's nftables tables to desired.firewall (agent/kernel/firewall.ts);
+   * returns its change count. verify: read the live tables back even if nothing changed.
+   */
+  firewall?: (want: NonNullable<Desired['firewall']>, o: { verify: boolean }) => Promise<number>;
   /** Runs after apply each pass (the fast path's maps); returns its change count. */
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
 }
@@ -86,6 +89,9 @@ export function ensureSysctls(devices: DeviceSpec): string[] {
   const all = readFileSync('/proc/sys/net/ipv4/conf/all/rp_filter', 'utf8').trim();
   return all === '0' ? [] : [`net.ipv4.conf.all.rp_filter is ${all}: hosts cannot reach pods on other hosts (and hostPorts fail from remote pods) until it is 0; Berth leaves host-wide settings to the operator`];
 }
+
+/** Passes that read the firewall back even when the wanted tables didn't change. */
+const VERIFYING_PASSES = new Set(['start', 'resync', 'retry', 'relist', 'manual']);
 
 export class Reconciler {
   /** Completed passes. */
@@ -189,7 +195,7 @@ export class Reconciler {
         for (const f of res.failed.slice(0, 5)) this.o.log.warn('kernel refused op', { op: f.op, error: castError(f.error).message });
         if (this.o.firewall && desired.firewall) {
           try {
-            firewallOps = await this.o.firewall(desired.firewall);
+            firewallOps = await this.o.firewall(desired.firewall, { verify: VERIFYING_PASSES.has(why) });
           } catch (e) {
             failed++;
             this.o.log.warn('firewall refused', { error: castError(e).details ?? castError(e).message });

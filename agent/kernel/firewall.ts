@@ -1,10 +1,9 @@
 /**
  * The kernel side of agent/firewall.ts: reads the live ruleset and, only when
  * Berth's tables differ from what is wanted, replaces them in one `nft -f`
- * transaction. A pass that finds them right runs `nft list ruleset` and
- * writes nothing, so an agent restart changes nothing, and a table edited or
- * deleted behind the agent's back is put back by the next pass (the resync
- * timer guarantees there is one).
+ * transaction. A pass that finds them right writes nothing, so an agent
+ * restart changes nothing, and a table edited or deleted behind the agent's
+ * back is put back by the next verifying pass (every resync).
  *
  * `nft` (Debian's nftables package) is spawned from the agent's main thread,
  * which always stays in the host's network namespace: the rules land in that
@@ -40,9 +39,31 @@ export const runNft: NftRunner = (args, stdin) =>
     child.stdin?.end(stdin ?? '');
   });
 
-/** Converges Berth's tables to want; returns how many changes it made (0 or 1 transaction). */
-export async function syncFirewall(want: FirewallWant, run: NftRunner = runNft): Promise<number> {
-  if (firewallMatches(want, await run(['list', 'ruleset']))) return 0;
-  await run(['-f', '-'], firewallScript(want));
-  return 1;
+/**
+ * Converges Berth's tables to a FirewallWant; remembers the script it last
+ * knew to be live, so a pass whose wanted tables didn't change costs no
+ * process at all. verify (start, resync, retry passes) reads the live
+ * ruleset back whatever the memory says: that is what finds a table changed
+ * behind the agent's back, and what makes a restart write nothing.
+ */
+export class FirewallSync {
+  private live: string | undefined;
+
+  constructor(private readonly run: NftRunner = runNft) {}
+
+  /** Returns how many changes it made (0, or 1 transaction). */
+  async sync(want: FirewallWant, o: { verify: boolean }): Promise<number> {
+    const script = firewallScript(want);
+    if (!o.verify && script === this.live) return 0;
+    if (o.verify || this.live === undefined) {
+      if (firewallMatches(want, await this.run(['list', 'ruleset']))) {
+        this.live = script;
+        return 0;
+      }
+    }
+    this.live = undefined; // unknown until nft says it took the file
+    await this.run(['-f', '-'], script);
+    this.live = script;
+    return 1;
+  }
 }
