@@ -29,6 +29,7 @@ import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
 import { firewallWant } from './firewall';
+import { FirewallLoop, type FirewallPass } from './firewall-loop';
 import { FastPath } from './kernel/fastpath';
 import { FirewallSync } from './kernel/firewall';
 import { replayJournal } from './journal-replay';
@@ -108,6 +109,9 @@ export class Agent {
   firstPass: PassResult | undefined;
   private stopping = false;
   private fastPath?: FastPath;
+  private firewall?: FirewallLoop;
+  /** The first firewall sync after start (ops 0 when a restart found the tables right). */
+  firstFirewall: FirewallPass | undefined;
 
   constructor(readonly o: AgentOptions) {
     this.log = o.log.child({ host: o.host });
@@ -130,9 +134,11 @@ export class Agent {
       }
     }
     const fast = this.fastPath;
-    const firewall = new FirewallSync();
+    const sync = new FirewallSync();
+    let kicked = false;
+    this.firewall = new FirewallLoop((w, v) => sync.sync(w, v), this.log.child({ component: 'firewall' }));
     this.reconciler = new Reconciler({
-      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w, v) => firewall.sync(w, v),
+      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w, v) => { kicked = true; this.firewall?.kick(w, v); },
       ...(fast ? { afterApply: async (d: Desired, nl: Netlink) => fast.sync(fastPathWant(d, await linkViews(nl))) } : {}),
     });
     const ownKeyGone = `delete ${keys.host(o.host)}`;
@@ -154,8 +160,11 @@ export class Agent {
     await this.registration.start();
 
     const first = this.reconciler.waitForPass();
+    const firstFirewall = this.firewall.next();
     this.reconciler.start();
     this.firstPass = await first;
+    // A first pass that threw before it got to the tables leaves them to the retry pass.
+    if (kicked) this.firstFirewall = await firstFirewall;
 
     this.controller = new ControllerClient({ url: o.controllerUrl, token: o.token });
     const etcd = this.etcd;
@@ -181,7 +190,7 @@ export class Agent {
     this.cni = await startCniServer(o.socketPath, handler, this.log.child({ component: 'cni' }));
     this.log.info('agent ready', {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
-      firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstPass.firewallOps,
+      firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstFirewall?.ops,
     });
     const replay = async () => {
       try {
@@ -234,6 +243,7 @@ export class Agent {
     await this.cni?.close().catch(() => undefined);
     await drainReaping(); // veths DEL retired: finish deleting them
     await this.reconciler?.stop();
+    await this.firewall?.stop();
     await this.source?.close();
     await this.registration?.stop({ revoke: o.revoke });
     this.controller?.close();

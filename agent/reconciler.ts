@@ -30,8 +30,6 @@ export interface PassResult {
   /** What marked the loop dirty (the first mark since the previous pass). */
   why: string;
   plan: Op[];
-  /** nftables transactions this pass ran (0 when Berth's tables were already right). */
-  firewallOps: number;
 }
 
 export interface ReconcilerOptions {
@@ -46,10 +44,10 @@ export interface ReconcilerOptions {
   /** Replaces observe/apply (benchmarks count kernel time separately); defaults to the real kernel. */
   kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
   /**
-   * Converges Berth's nftables tables to desired.firewall (agent/kernel/firewall.ts);
-   * returns its change count. verify: read the live tables back even if nothing changed.
+   * Hands desired.firewall to the firewall loop (agent/firewall-loop.ts) after
+   * each pass; never waits. verify: read the live tables back even if nothing changed.
    */
-  firewall?: (want: NonNullable<Desired['firewall']>, o: { verify: boolean }) => Promise<number>;
+  firewall?: (want: NonNullable<Desired['firewall']>, o: { verify: boolean }) => void;
   /** Runs after apply each pass (the fast path's maps); returns its change count. */
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
 }
@@ -181,7 +179,6 @@ export class Reconciler {
     let applied = 0;
     let failed = 0;
     let fastPathOps: number | undefined;
-    let firewallOps = 0;
     let error: string | undefined;
     try {
       const desired = this.o.desired();
@@ -193,14 +190,7 @@ export class Reconciler {
         applied = res.applied;
         failed = res.failed.length;
         for (const f of res.failed.slice(0, 5)) this.o.log.warn('kernel refused op', { op: f.op, error: castError(f.error).message });
-        if (this.o.firewall && desired.firewall) {
-          try {
-            firewallOps = await this.o.firewall(desired.firewall, { verify: VERIFYING_PASSES.has(why) });
-          } catch (e) {
-            failed++;
-            this.o.log.warn('firewall refused', { error: castError(e).details ?? castError(e).message });
-          }
-        }
+        if (this.o.firewall && desired.firewall) this.o.firewall(desired.firewall, { verify: VERIFYING_PASSES.has(why) });
         if (this.o.afterApply) {
           const extra = await this.o.afterApply(desired, this.o.netlink);
           fastPathOps = extra.ops;
@@ -216,10 +206,10 @@ export class Reconciler {
     const ms = Math.round((performance.now() - t0) * 100) / 100;
     this.passes++;
     this.inPass = false;
-    const r: PassResult = { pass: this.passes, ops: plan.length, applied, failed, ms, why, plan, firewallOps };
+    const r: PassResult = { pass: this.passes, ops: plan.length, applied, failed, ms, why, plan };
     this.lastPass = r;
     this.o.log.info('reconcile pass', {
-      pass: r.pass, ops: r.ops, applied, failed, ms, why, firewallOps, ...(fastPathOps !== undefined ? { fastPathOps } : {}), ...(error ? { error } : {}),
+      pass: r.pass, ops: r.ops, applied, failed, ms, why, ...(fastPathOps !== undefined ? { fastPathOps } : {}), ...(error ? { error } : {}),
     });
     const ready = this.waiters.filter((w) => w.after < this.passes);
     this.waiters = this.waiters.filter((w) => w.after >= this.passes);

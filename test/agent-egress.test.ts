@@ -112,7 +112,7 @@ test.serial('an agent restart leaves the tables alone; a table changed behind it
 
   nsExec(h1.sim, NFT, 'flush', 'chain', 'inet', 'berth', 'egress');
   nsExec(h1.sim, NFT, 'delete', 'table', 'bridge', 'berth');
-  const fixed = await c.waitLog(h1, (l) => l.msg === 'reconcile pass' && l.firewallOps === 1, { fromLine: from });
+  const fixed = await c.waitLog(h1, (l) => l.msg === 'firewall pass' && l.ops === 1 && l.verify === true, { fromLine: from });
   t.truthy(fixed);
   await eventually(() => {
     if (!nsExec(h1.sim, NFT, 'list', 'table', 'inet', 'berth').includes('snat ip to')) throw new Error('egress chain still empty');
