@@ -1,5 +1,5 @@
 /**
- * Cross-host TCP throughput with iperf3, five ways between the same two
+ * Cross-host TCP throughput with iperf3, seven ways between the same two
  * simulated hosts, in one run:
  *   underlay       host A ns -> host B ns over the underlay bridge (no encapsulation)
  *   hand VXLAN     `ip link add ... type vxlan` built by hand inside the same host
