@@ -30,7 +30,10 @@ import { createCniHandler } from './cni-handlers';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
+import { firewallWant } from './firewall';
+import { FirewallLoop, type FirewallPass } from './firewall-loop';
 import { FastPath } from './kernel/fastpath';
+import { FirewallSync } from './kernel/firewall';
 import { startJournalReplay, type JournalReplayer } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
@@ -58,6 +61,10 @@ export interface AgentOptions {
   etcdWaitMs?: number;
   /** Pod-to-pod fast path (BPF, tcx): bypasses host netfilter for that traffic; docs/dataplane.md. */
   fastPath?: boolean;
+  /** Destinations pods reach with their own source (no SNAT); docs/dataplane.md "Egress". */
+  noMasquerade?: string[];
+  /** Pod source check and VXLAN input filter; on unless false (docs/dataplane.md "Isolation"). */
+  isolation?: boolean;
   log: Logger;
 }
 
@@ -107,6 +114,9 @@ export class Agent {
   firstPass: PassResult | undefined;
   private stopping = false;
   private fastPath?: FastPath;
+  private firewall?: FirewallLoop;
+  /** The first firewall sync after start (ops 0 when a restart found the tables right). */
+  firstFirewall: FirewallPass | undefined;
 
   constructor(readonly o: AgentOptions) {
     this.log = o.log.child({ host: o.host });
@@ -122,7 +132,7 @@ export class Agent {
     this.etcd = openEtcd(o.etcd);
     if (o.fastPath) {
       try {
-        this.fastPath = FastPath.open();
+        this.fastPath = FastPath.open(undefined, { sourceCheck: o.isolation !== false });
         this.log.info('fast path on: pod-to-pod traffic skips host forwarding and netfilter');
       } catch (e) {
         this.log.warn('fast path unavailable; routing through the host stack', { error: castError(e).details });
@@ -130,8 +140,11 @@ export class Agent {
     }
     const fast = this.fastPath;
     const withdrawer = new Withdrawer();
+    const sync = new FirewallSync();
+    let kicked = false;
+    this.firewall = new FirewallLoop((w, v) => sync.sync(w, v), this.log.child({ component: 'firewall' }));
     this.reconciler = new Reconciler({
-      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000,
+      netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w, v) => { kicked = true; this.firewall?.kick(w, v); },
       // Withdraw before the fast path syncs, so it drops a withdrawn pod in the same pass.
       afterApply: async (d: Desired, nl: Netlink) => {
         const w = await withdrawer.run(d, nl);
@@ -155,14 +168,17 @@ export class Agent {
 
     const devices = this.desiredFor(pool, []).devices!;
     await ensureDevices(this.netlink, devices);
-    ensureSysctls(devices);
+    for (const w of ensureSysctls(devices)) this.log.warn(w);
 
     this.registration = new Registration(this.etcd, this.self, this.log, { ttlSeconds: o.hostTtlSeconds });
     await this.registration.start();
 
     const first = this.reconciler.waitForPass();
+    const firstFirewall = this.firewall.next();
     this.reconciler.start();
     this.firstPass = await first;
+    // A first pass that threw before it got to the tables leaves them to the retry pass.
+    if (kicked) this.firstFirewall = await firstFirewall;
 
     this.controller = new ControllerClient({
       url: o.controllerUrl, token: o.token,
@@ -192,7 +208,7 @@ export class Agent {
     this.cni = await startCniServer(o.socketPath, handler, this.log.child({ component: 'cni' }));
     this.log.info('agent ready', {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
-      firstPassOps: this.firstPass.ops,
+      firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstFirewall?.ops,
     });
     // Replays now, on every new entry (a DEL journalled while the socket was
     // opening must not wait a period), and every resync period for entries
@@ -205,21 +221,26 @@ export class Agent {
   desired(): Desired | undefined {
     const snap = this.source?.snapshot();
     if (!snap?.pool) return undefined;
-    return this.desiredFor(snap.pool, snap.hosts, snap.leases);
+    return this.desiredFor(snap.pool, snap.hosts, snap.leases, snap.pools);
   }
 
-  private desiredFor(pool: Pool, hosts: Host[], leases: LeaseView[] = []): Desired {
+  private desiredFor(pool: Pool, hosts: Host[], leases: LeaseView[] = [], pools: Pool[] = [pool]): Desired {
     // Our own record comes from us, not from the watch: devices and remote
     // routes are right even before (or while the lease is lost between) registrations.
     const me: Host = { ...this.self!, registeredAt: '' };
     const others = hosts.filter((h) => h.name !== me.name);
-    return desiredState({
+    const d = desiredState({
       self: me.name,
       hosts: [me, ...others],
       leases,
       pool: { name: pool.name, cidr: pool.cidr, gateway: pool.gateway },
       underlayMtu: this.underlay!.mtu,
     });
+    d.firewall = firewallWant({
+      underlayIp: me.underlayIp, pools: [pool, ...pools].map((p) => p.cidr), hosts: others.map((h) => h.underlayIp),
+      noMasquerade: this.o.noMasquerade ?? [], locals: d.locals ?? [], isolation: this.o.isolation !== false,
+    });
+    return d;
   }
 
   /**
@@ -233,6 +254,7 @@ export class Agent {
     await this.cni?.close().catch(() => undefined);
     await drainReaping(); // veths DEL retired: finish deleting them
     await this.reconciler?.stop();
+    await this.firewall?.stop();
     await this.source?.close();
     await this.registration?.stop({ revoke: o.revoke });
     this.controller?.close();

@@ -13,6 +13,7 @@
  */
 import type { Host, LeaseView } from '../common/records';
 import { VXLAN_OVERHEAD, VXLAN_PORT } from '../common/records';
+import type { FirewallWant } from './firewall';
 import type { FdbSpec, KernelState, NeighSpec, RouteSpec } from './plan';
 
 export const BRIDGE_NAME = 'berth0';
@@ -44,6 +45,8 @@ export interface Desired extends KernelState {
   devices?: DeviceSpec;
   /** Local bound leases with their host veth (agent/fastpath.ts); not planned per pass. */
   locals?: LocalEndpoint[];
+  /** Berth's nftables tables (agent/firewall.ts); not planned per pass, compared as a whole. */
+  firewall?: FirewallWant;
 }
 
 export function overlayMtu(underlayMtu: number): number {

@@ -14,6 +14,7 @@ import { NAME_RE } from '../common/keys';
 import { createLogger } from '../common/log';
 import { DEFAULT_VNI } from '../common/records';
 import { Agent } from './daemon';
+import { parseCidrList } from './firewall';
 
 const vni = (v: string) => {
   const n = Number(v);
@@ -37,6 +38,14 @@ const collectUrl = (v: string, prev: string[]) => {
   return prev === defaultController ? urls : [...prev, ...urls];
 };
 
+const cidrs = (v: string, prev: unknown) => {
+  try {
+    return [...(Array.isArray(prev) ? prev : []), ...parseCidrList(v)];
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+};
+
 const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')))
   .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path; repeat it or give a comma list for replicas (fails over)', collectUrl, defaultController)
@@ -51,17 +60,28 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
   .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
   .option('--etcd-wait <s>', 'exit (status 5) if etcd can\'t be reached within this many seconds of start (default: keep retrying)', positiveInt)
-  .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1');
+  .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1')
+  .option('--no-masquerade <cidr,...>', 'destinations pods reach with their own source address (no SNAT to the underlay address); repeatable', cidrs)
+  .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")');
 
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts();
   const log = createLogger({ component: 'agent' });
   if (!o.underlayIp && !o.underlayDev) program.error('error: one of --underlay-ip or --underlay-dev is required');
+  let noMasquerade: string[] = Array.isArray(o.masquerade) ? o.masquerade : [];
+  if (!Array.isArray(o.masquerade) && process.env.BERTH_NO_MASQUERADE) {
+    try {
+      noMasquerade = parseCidrList(process.env.BERTH_NO_MASQUERADE);
+    } catch (e) {
+      program.error(`error: BERTH_NO_MASQUERADE: ${(e as Error).message}`);
+    }
+  }
+  const isolation = o.isolation !== false && process.env.BERTH_ISOLATION !== '0';
   const agent = new Agent({
     etcd: etcdConnectionFrom(o),
     controllerUrl: o.controller, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
-    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, log,
+    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, noMasquerade, isolation, log,
   });
   let stopping = false;
   const shutdown = (signal: string) => {

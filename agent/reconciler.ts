@@ -12,6 +12,7 @@
  * still missing). Each pass logs one JSON line:
  *   {"msg":"reconcile pass","pass":N,"ops":n,"applied":n,"failed":n,"ms":n,"why":"..."}
  */
+import { readFileSync } from 'node:fs';
 import { castError } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { Desired, DeviceSpec } from './desired';
@@ -42,31 +43,53 @@ export interface ReconcilerOptions {
   retryMs?: number;
   /** Replaces observe/apply (benchmarks count kernel time separately); defaults to the real kernel. */
   kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
+  /**
+   * Hands desired.firewall to the firewall loop (agent/firewall-loop.ts) after
+   * each pass; never waits. verify: read the live tables back even if nothing changed.
+   */
+  firewall?: (want: NonNullable<Desired['firewall']>, o: { verify: boolean }) => void;
   /** Runs after apply each pass (the fast path's maps); returns its change count. */
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
 }
 
 /**
  * Device settings that are not part of the per-pass plan: created once and
- * re-verified every pass (ensureX writes only what differs). rp_filter is
- * loose on both devices because host-originated replies come back over the
- * underlay, not the overlay (docs/dataplane.md "Forwarding").
+ * re-verified every pass (ensureX writes only what differs).
  */
 export async function ensureDevices(sock: Netlink, d: DeviceSpec): Promise<void> {
   await ensureBridge(sock, d.bridge);
   await ensureVxlan(sock, d.vxlan);
 }
 
-export function ensureSysctls(devices: DeviceSpec): void {
+/**
+ * Host sysctls; returns warnings for settings Berth needs but leaves to the
+ * operator (docs/dataplane.md "Forwarding").
+ *
+ * rp_filter: loose (2) on berth0, off (0) on berth.vxlan. berth.vxlan has no
+ * IPv4 address, and the kernel's source validation fails every packet that
+ * arrives on an address-less device unless rp_filter is 0 there
+ * (fib_validate_source: no address means no "last resort" pass). Those are
+ * exactly the packets whose reverse path is the underlay, not the overlay:
+ * a remote host's own traffic to a local pod, a remote host's replies to a
+ * local pod, and replies from a hostPort DNAT on another host. The kernel
+ * uses max(conf/all, conf/<dev>), so a non-zero conf/all still breaks them.
+ */
+export function ensureSysctls(devices: DeviceSpec): string[] {
   writeSysctl(undefined, 'net/ipv4/ip_forward', '1');
-  for (const dev of [devices.bridge.name, devices.vxlan.name]) writeSysctl(undefined, `net/ipv4/conf/${dev}/rp_filter`, '2');
+  writeSysctl(undefined, `net/ipv4/conf/${devices.bridge.name}/rp_filter`, '2');
+  writeSysctl(undefined, `net/ipv4/conf/${devices.vxlan.name}/rp_filter`, '0');
   // Two local pods talk through berth0 (in and out of the same device), so the
   // kernel would tell the sender to go direct with an ICMP redirect. The pod
   // caches that, and when the peer's address moves to another host the cached
   // redirect blackholes it. The kernel ORs "all" with the device: clear both.
   writeSysctl(undefined, 'net/ipv4/conf/all/send_redirects', '0');
   writeSysctl(undefined, `net/ipv4/conf/${devices.bridge.name}/send_redirects`, '0');
+  const all = readFileSync('/proc/sys/net/ipv4/conf/all/rp_filter', 'utf8').trim();
+  return all === '0' ? [] : [`net.ipv4.conf.all.rp_filter is ${all}: hosts cannot reach pods on other hosts (and hostPorts fail from remote pods) until it is 0; Berth leaves host-wide settings to the operator`];
 }
+
+/** Passes that read the firewall back even when the wanted tables didn't change. */
+const VERIFYING_PASSES = new Set(['start', 'resync', 'retry', 'relist', 'manual']);
 
 export class Reconciler {
   /** Completed passes. */
@@ -167,6 +190,7 @@ export class Reconciler {
         applied = res.applied;
         failed = res.failed.length;
         for (const f of res.failed.slice(0, 5)) this.o.log.warn('kernel refused op', { op: f.op, error: castError(f.error).message });
+        if (this.o.firewall && desired.firewall) this.o.firewall(desired.firewall, { verify: VERIFYING_PASSES.has(why) });
         if (this.o.afterApply) {
           const extra = await this.o.afterApply(desired, this.o.netlink);
           fastPathOps = extra.ops;

@@ -16,10 +16,10 @@ test('a put never replaces a value written at a higher revision', (t) => {
   t.is(c.snapshot().revision, 10n);
 });
 
-test('only the own pool and the host prefix matter', (t) => {
+test('only the own pool, every pool record and the host prefix matter', (t) => {
   const c = new ClusterCache('p');
   t.false(c.apply('put', keys.lease('other', '198.18.0.5'), lease('a'), 2n));
-  t.false(c.apply('put', keys.pool('other'), '{}', 3n));
+  t.true(c.apply('put', keys.pool('other'), '{"name":"other","cidr":"198.18.64.0/24"}', 3n), 'another pool\'s CIDR shapes egress');
   t.false(c.apply('put', keys.identity('p', 'x'), '{"ip":"198.18.0.5"}', 4n));
   t.true(c.apply('put', keys.pool('p'), '{"name":"p","cidr":"198.18.0.0/24","gateway":"198.18.0.1"}', 5n));
   t.true(c.apply('put', keys.host('h1'), '{"name":"h1"}', 6n));
@@ -27,4 +27,8 @@ test('only the own pool and the host prefix matter', (t) => {
   t.is(s.pool?.gateway, '198.18.0.1');
   t.deepEqual(s.hosts.map((h) => h.name), ['h1']);
   t.deepEqual(s.leases, []);
+  t.deepEqual(s.pools.map((p) => p.cidr).sort(), ['198.18.0.0/24', '198.18.64.0/24']);
+  t.is(s.pool?.name, 'p', 'another pool never stands in for the own one');
+  t.true(c.apply('delete', keys.pool('other'), '', 7n));
+  t.deepEqual(c.snapshot().pools.map((p) => p.name), ['p']);
 });

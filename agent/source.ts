@@ -21,6 +21,8 @@ import type { Host, Lease, LeaseView, Pool } from '../common/records';
 
 export interface Snapshot {
   pool: Pool | undefined;
+  /** Every pool's record (egress masquerade needs all pool CIDRs). */
+  pools: Pool[];
   hosts: Host[];
   leases: LeaseView[];
   /** The etcd revision the snapshot reflects. */
@@ -34,6 +36,7 @@ export interface Snapshot {
  */
 export class ClusterCache {
   pool: { value: Pool; mod: bigint } | undefined;
+  readonly pools = new Map<string, { value: Pool; mod: bigint }>();
   readonly hosts = new Map<string, { value: Host; mod: bigint }>();
   readonly leases = new Map<string, LeaseView>();
   revision = 0n;
@@ -42,6 +45,7 @@ export class ClusterCache {
 
   clear(): void {
     this.pool = undefined;
+    this.pools.clear();
     this.hosts.clear();
     this.leases.clear();
     this.revision = 0n;
@@ -53,7 +57,11 @@ export class ClusterCache {
     const k = parseKey(key);
     switch (k.type) {
       case 'pool': {
-        if (k.pool !== this.poolName) return false;
+        const other = this.pools.get(k.pool);
+        if (other && other.mod > modRevision) return false;
+        if (type === 'put') this.pools.set(k.pool, { value: JSON.parse(value) as Pool, mod: modRevision });
+        else this.pools.delete(k.pool);
+        if (k.pool !== this.poolName) return true;
         if (this.pool && this.pool.mod > modRevision) return false;
         this.pool = type === 'put' ? { value: JSON.parse(value) as Pool, mod: modRevision } : undefined;
         return true;
@@ -81,6 +89,7 @@ export class ClusterCache {
   snapshot(): Snapshot {
     return {
       pool: this.pool?.value,
+      pools: [...this.pools.values()].map((p) => p.value),
       hosts: [...this.hosts.values()].map((h) => h.value),
       leases: [...this.leases.values()],
       revision: this.revision,
@@ -179,7 +188,7 @@ export class EtcdSource {
 
   private async doRelist(): Promise<void> {
     await this.dropWatchers();
-    const first = await this.etcd.get(keys.pool(this.poolName)).exec();
+    const first = await this.etcd.getAll().prefix(keys.poolPrefix).exec(); // every pool: their CIDRs shape egress
     const rev = first.header.revision;
     const [hosts, leases] = await Promise.all([
       this.etcd.getAll().prefix(keys.hostPrefix).revision(rev).exec(),
@@ -211,7 +220,7 @@ export class EtcdSource {
       return w;
     };
     await Promise.all([
-      this.etcd.watch().key(keys.pool(this.poolName)).startRevision(from).create().then(attach),
+      this.etcd.watch().prefix(keys.poolPrefix).startRevision(from).create().then(attach),
       this.etcd.watch().prefix(keys.hostPrefix).startRevision(from).create().then(attach),
       this.etcd.watch().prefix(keys.poolLeasePrefix(this.poolName)).startRevision(from).create().then(attach),
     ]);

@@ -1,5 +1,5 @@
 /**
- * Cross-host TCP throughput with iperf3, five ways between the same two
+ * Cross-host TCP throughput with iperf3, seven ways between the same two
  * simulated hosts, in one run:
  *   underlay       host A ns -> host B ns over the underlay bridge (no encapsulation)
  *   hand VXLAN     `ip link add ... type vxlan` built by hand inside the same host
@@ -17,6 +17,11 @@
  *   overlay, routes the same pods with both agents stopped: their programs go with
  *                  them and the kernel routes they programmed carry the traffic (veth,
  *                  berth0, routing, berth.vxlan): Berth's path without the fast path
+ *   fast, no isol.  as "overlay, fast", with the agents restarted with isolation off
+ *   routes, no isol. as "overlay, routes", with the tables the agents left isolation off
+ *                  (docs/dataplane.md "Isolation": the bridge table's source check,
+ *                  the VXLAN input filter and the fast path's source check are gone;
+ *                  egress masquerade stays, pod-to-pod traffic never reaches it)
  * The paths are interleaved within each round and the order rotates from round to
  * round, so drift on the machine hits every path alike. Mean and median per path.
  *
@@ -24,6 +29,7 @@
  *   overlay / hand VXLAN        the issue's target, strict: >= 0.95 (fast path, and routes)
  *   overlay / hand pod path     what Berth costs over the same hand-built data path
  *   hand pod path / hand VXLAN  what the pod's veth hop at each end costs (no Berth code)
+ *   overlay / no isol.          what isolation costs, paired per round (1.000 = nothing)
  *
  * Figures only. Needs iperf3 and ping (scripts/bench-agent.sh installs iperf3).
  * BENCH_SECONDS sets the length of one iperf3 run (default 4), BENCH_ROUNDS the number
@@ -33,6 +39,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { overlayMtu } from '../agent/desired';
 import { startCluster } from '../sim/cluster';
+import { nftPath } from '../agent/kernel/firewall';
 import { UNDERLAY_MTU, nsExec, nsTry, type Netns, type SimHost } from '../sim/netns';
 
 function envInt(name: string, dflt: number): number {
@@ -129,7 +136,10 @@ async function fastPathBack(from: Netns, ip: string): Promise<void> {
 
 async function main(): Promise<void> {
   execFileSync('iperf3', ['--version'], { stdio: 'ignore' });
-  const c = await startCluster({ hosts: 2, poolCidr: '198.18.40.0/24', resyncMs: 500, agentEnv: { BERTH_LOG_LEVEL: 'warn', BERTH_FAST_PATH: '1' } });
+  const env: Record<string, string> = { BERTH_LOG_LEVEL: 'warn', BERTH_FAST_PATH: '1' };
+  const c = await startCluster({ hosts: 2, poolCidr: '198.18.40.0/24', resyncMs: 500, agentEnv: env });
+  const nft = nftPath();
+  if (!nft) throw new Error('needs nft (Debian nftables)');
   try {
     const [a, b] = c.hosts;
     const pa = await c.plumbPod(a, 'iperf-a');
@@ -155,6 +165,18 @@ async function main(): Promise<void> {
     await reachable(hpa, HAND_POD.b.ip, 'hand pod path');
     await reachable(pa.ns, pb.ip, 'overlay');
 
+    /** Restarts both agents with isolation on or off and waits until their tables and the fast path say so. */
+    const isolation = async (on: boolean) => {
+      env.BERTH_ISOLATION = on ? '1' : '0';
+      for (const h of [a, b]) await c.restartAgent(h);
+      for (let i = 0; ; i++) {
+        if ([a, b].every((h) => nsExec(h.sim, nft, 'list', 'ruleset').includes('table bridge berth') === on)) break;
+        if (i > 100) throw new Error(`isolation did not turn ${on ? 'on' : 'off'}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await fastPathBack(pa.ns, pb.ip);
+    };
+
     type Path = { name: string; run: (port: number) => Promise<number>; xs: number[] };
     const paths: Path[] = [
       { name: 'underlay', run: (p) => iperf(b.sim, b.sim.underlayIp, a.sim, p), xs: [] },
@@ -174,8 +196,34 @@ async function main(): Promise<void> {
         },
         xs: [],
       },
+      {
+        name: 'fast, no isol.',
+        run: async (p) => {
+          await isolation(false);
+          try {
+            return await iperf(pb.ns, pb.ip, pa.ns, p);
+          } finally {
+            await isolation(true);
+          }
+        },
+        xs: [],
+      },
+      {
+        name: 'routes, no isol.',
+        run: async (p) => {
+          await isolation(false);
+          for (const h of [a, b]) await c.stopAgent(h);
+          try {
+            return await iperf(pb.ns, pb.ip, pa.ns, p);
+          } finally {
+            for (const h of [a, b]) await c.startAgent(h);
+            await isolation(true);
+          }
+        },
+        xs: [],
+      },
     ];
-    const [underlay, handVx, handPod, overlay, routed] = paths;
+    const [underlay, handVx, handPod, overlay, routed, fastOpen, routedOpen] = paths;
     await fastPathBack(pa.ns, pb.ip);
     let port = 5301;
     for (let r = 0; r < ROUNDS; r++) {
@@ -188,12 +236,12 @@ async function main(): Promise<void> {
     const f2 = (x: number) => x.toFixed(2);
     const f3 = (x: number) => x.toFixed(3);
     console.log(`overlay-throughput: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds (interleaved, order rotating), MTU underlay ${UNDERLAY_MTU} / overlay ${mtu}`);
-    console.log(`  ${'path'.padEnd(14)} ${'mean'.padStart(6)} ${'median'.padStart(7)}  Gbit/s per round`);
-    for (const p of paths) console.log(`  ${p.name.padEnd(14)} ${f2(mean(p.xs)).padStart(6)} ${f2(median(p.xs)).padStart(7)}  ${p.xs.map(f2).join(', ')}`);
+    console.log(`  ${'path'.padEnd(16)} ${'mean'.padStart(6)} ${'median'.padStart(7)}  Gbit/s per round`);
+    for (const p of paths) console.log(`  ${p.name.padEnd(16)} ${f2(mean(p.xs)).padStart(6)} ${f2(median(p.xs)).padStart(7)}  ${p.xs.map(f2).join(', ')}`);
     const ratio = (num: Path, den: Path, note: string) => {
       const perRound = num.xs.map((x, i) => x / den.xs[i]);
       const label = `${num.name} / ${den.name}`;
-      console.log(`  ${label.padEnd(27)} mean ${f3(mean(num.xs) / mean(den.xs))}  median ${f3(median(num.xs) / median(den.xs))}  per round ${perRound.map(f3).join(', ')}${note ? `  ${note}` : ''}`);
+      console.log(`  ${label.padEnd(34)} mean ${f3(mean(num.xs) / mean(den.xs))}  median ${f3(median(num.xs) / median(den.xs))}  per round ${perRound.map(f3).join(', ')}${note ? `  ${note}` : ''}`);
     };
     console.log('  ratios (of means, of medians, and per round: same round, paired):');
     const strict = mean(overlay.xs) / mean(handVx.xs);
@@ -204,6 +252,8 @@ async function main(): Promise<void> {
     ratio(routed, handPod, '<- Berth (routes) vs the veth data path built by hand');
     ratio(handPod, handVx, '<- cost of the pod veth hop at each end, no Berth code');
     ratio(overlay, underlay, '');
+    ratio(overlay, fastOpen, '<- isolation on / off, fast path (1.000 = no cost)');
+    ratio(routed, routedOpen, '<- isolation on / off, routes (1.000 = no cost)');
   } finally {
     await c.teardown();
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for Berth: etcd, iproute2, the
-# reference CNI plugins (chaining tests and benchmarks), then npm packages,
+# reference CNI plugins (chaining tests and benchmarks), nftables (the agent's
+# egress and isolation tables), python3 (isolation tests), then npm packages,
 # then builds. Idempotent: each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,10 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The agent's egress masquerade and isolation tables; it runs /usr/sbin/nft by path.
+[ -x /usr/sbin/nft ] || need+=(nftables)
+# The isolation tests forge packets (raw and AF_PACKET sockets) with python3.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ "${BERTH_WITH_BENCH_TOOLS:-0}" = 1 ]; then
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 fi

@@ -63,8 +63,12 @@ export class FastPath {
     private readonly fds: { peerMap: number; remoteMap: number; ingress: number; egress: number },
   ) {}
 
-  /** Loads the programs; throws a BerthError naming why when the kernel can't (no BPF, no tcx). */
-  static open(bpf: BpfAddon = bpfAddon()): FastPath {
+  /**
+   * Loads the programs; throws a BerthError naming why when the kernel can't
+   * (no BPF, no tcx). sourceCheck (isolation, the default): the egress
+   * program redirects only packets whose source is the veth's own pod.
+   */
+  static open(bpf: BpfAddon = bpfAddon(), o: { sourceCheck?: boolean } = {}): FastPath {
     const opened: number[] = [];
     try {
       const peerMap = bpf.bpfMapCreate(4, 4, MAX_LOCAL);
@@ -73,7 +77,7 @@ export class FastPath {
       opened.push(remoteMap);
       const ingress = bpf.bpfLoadFastPath('ingress', peerMap);
       opened.push(ingress);
-      const egress = bpf.bpfLoadFastPath('egress', remoteMap);
+      const egress = o.sourceCheck === false ? bpf.bpfLoadFastPath('egress', remoteMap) : bpf.bpfLoadFastPath('egress', remoteMap, peerMap);
       opened.push(egress);
       // Kernels before 6.6 load the programs but have no tcx: find out now, not at every pass.
       fs.closeSync(bpf.tcxAttachIngress(ingress, LOOPBACK_IFINDEX));

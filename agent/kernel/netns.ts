@@ -33,7 +33,7 @@ export interface BpfAddon {
   bpfMapCreate(keySize: number, valueSize: number, maxEntries: number): number;
   bpfMapUpdate(fd: number, key: Buffer, value: Buffer): void;
   bpfMapDelete(fd: number, key: Buffer): boolean;
-  bpfLoadFastPath(kind: 'ingress' | 'egress', mapFd: number): number;
+  bpfLoadFastPath(kind: 'ingress' | 'egress', mapFd: number, peerMapFd?: number): number;
   tcxAttachIngress(progFd: number, ifindex: number): number;
 }
 

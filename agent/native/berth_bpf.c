@@ -15,7 +15,8 @@
  * closed) everything still works, slower. Keys are the address as it sits
  * in the packet (network byte order).
  *
- * The programs are written out by hand (22 and 31 instructions) rather than
+ * The programs are written out by hand (22 and 31 instructions; 47 for the
+ * egress program with the source check, load_egress_checked) rather than
  * compiled, so the build needs no clang.
  */
 #define _GNU_SOURCE
@@ -36,6 +37,8 @@
 /* offsetof(struct __sk_buff, data / data_end) */
 #define SKB_DATA 76
 #define SKB_DATA_END 80
+/* offsetof(struct __sk_buff, ifindex): the device the program runs on */
+#define SKB_IFINDEX 40
 
 #define INSN(c, d, s, o, i) ((struct bpf_insn){ .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) })
 #define MOV64_REG(d, s) INSN(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 0, 0)
@@ -45,6 +48,7 @@
 #define STX(sz, d, s, o) INSN(BPF_STX | BPF_MEM | (sz), d, s, o, 0)
 #define JGT_REG(d, s, o) INSN(BPF_JMP | BPF_JGT | BPF_X, d, s, o, 0)
 #define JNE_IMM(d, i, o) INSN(BPF_JMP | BPF_JNE | BPF_K, d, 0, o, i)
+#define JNE_REG(d, s, o) INSN(BPF_JMP | BPF_JNE | BPF_X, d, s, o, 0)
 #define JEQ_IMM(d, i, o) INSN(BPF_JMP | BPF_JEQ | BPF_K, d, 0, o, i)
 #define CALL(f) INSN(BPF_JMP | BPF_CALL, 0, 0, 0, f)
 #define EXIT() INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
@@ -136,6 +140,53 @@ static int load_egress(int map_fd, char *log, size_t log_size) {
     /* 30 */ EXIT(),
   };
   return load(prog, sizeof(prog) / sizeof(prog[0]), "berth_out", log, log_size);
+}
+
+/*
+ * The egress program with the pod source check (isolation on, the default):
+ * a packet is redirected only when its IPv4 source is the address the peer
+ * map puts behind this very veth. Anything else (a forged source, another
+ * pod's address) returns TCX_NEXT and meets the kernel path, where the
+ * bridge table's source check drops it (docs/dataplane.md "Isolation"):
+ * the shortcut never carries what the slow path would refuse.
+ */
+static int load_egress_checked(int map_fd, int peer_map_fd, char *log, size_t log_size) {
+  enum { MISS = 45 };
+  const struct bpf_insn prog[] = {
+    LOOKUP_DST(map_fd, MISS),
+    /* 16 */ LDX(BPF_W, R7, R0, 0), /* berth.vxlan's ifindex */
+    /* 17 */ LDX(BPF_W, R8, R0, 4), /* next hop: the owner's underlay address */
+    /* the helper call clobbered R1-R5: bounds again, then the source */
+    /* 18 */ LDX(BPF_W, R2, R6, SKB_DATA),
+    /* 19 */ LDX(BPF_W, R3, R6, SKB_DATA_END),
+    /* 20 */ MOV64_REG(R4, R2),
+    /* 21 */ ADD64_IMM(R4, 34),
+    /* 22 */ JGT_REG(R4, R3, MISS - 23),
+    /* 23 */ LDX(BPF_W, R5, R2, 26), /* IPv4 saddr */
+    /* 24 */ STX(BPF_W, R10, R5, -28),
+    /* 25, 26 */ LD_MAP_FD(R1, peer_map_fd),
+    /* 27 */ MOV64_REG(R2, R10),
+    /* 28 */ ADD64_IMM(R2, -28),
+    /* 29 */ CALL(BPF_FUNC_map_lookup_elem),
+    /* 30 */ JEQ_IMM(R0, 0, MISS - 31),
+    /* 31 */ LDX(BPF_W, R1, R0, 0), /* the veth that owns the source address */
+    /* 32 */ LDX(BPF_W, R2, R6, SKB_IFINDEX),
+    /* 33 */ JNE_REG(R1, R2, MISS - 34),
+    /* 34 */ ST_MEM(BPF_W, R10, -24, 2 /* AF_INET */),
+    /* 35 */ STX(BPF_W, R10, R8, -20),
+    /* 36 */ ST_MEM(BPF_DW, R10, -16, 0),
+    /* 37 */ ST_MEM(BPF_W, R10, -8, 0),
+    /* 38 */ MOV64_REG(R1, R7),
+    /* 39 */ MOV64_REG(R2, R10),
+    /* 40 */ ADD64_IMM(R2, -24),
+    /* 41 */ MOV64_IMM(R3, 20),
+    /* 42 */ MOV64_IMM(R4, 0),
+    /* 43 */ CALL(BPF_FUNC_redirect_neigh),
+    /* 44 */ EXIT(),
+    /* 45 */ MOV64_IMM(R0, BERTH_TCX_NEXT),
+    /* 46 */ EXIT(),
+  };
+  return load(prog, sizeof(prog) / sizeof(prog[0]), "berth_out_chk", log, log_size);
 }
 
 static int get_int(napi_env env, napi_value v, int32_t *out) {
@@ -246,20 +297,26 @@ napi_value berth_js_bpf_map_delete(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* bpfLoadFastPath("ingress" | "egress", mapFd) -> program fd; the verifier's log in the error */
+/*
+ * bpfLoadFastPath("ingress" | "egress", mapFd, peerMapFd?) -> program fd; the
+ * verifier's log in the error. With peerMapFd, egress checks the source too.
+ */
 napi_value berth_js_bpf_load_fast_path(napi_env env, napi_callback_info info) {
-  size_t argc = 2, len = 0;
-  napi_value argv[2];
+  size_t argc = 3, len = 0;
+  napi_value argv[3];
   char kind[16];
-  int32_t map_fd = -1;
+  int32_t map_fd = -1, peer_map_fd = -1;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
       napi_get_value_string_utf8(env, argv[0], kind, sizeof(kind), &len) != napi_ok || !get_int(env, argv[1], &map_fd) ||
       (strcmp(kind, "ingress") != 0 && strcmp(kind, "egress") != 0)) {
     napi_throw_type_error(env, NULL, "bpfLoadFastPath('ingress' | 'egress', mapFd)");
     return NULL;
   }
+  if (argc >= 3 && !get_int(env, argv[2], &peer_map_fd)) peer_map_fd = -1;
   static char log[16384];
-  int fd = strcmp(kind, "ingress") == 0 ? load_ingress(map_fd, log, sizeof(log)) : load_egress(map_fd, log, sizeof(log));
+  int fd = strcmp(kind, "ingress") == 0 ? load_ingress(map_fd, log, sizeof(log))
+           : peer_map_fd >= 0           ? load_egress_checked(map_fd, peer_map_fd, log, sizeof(log))
+                                        : load_egress(map_fd, log, sizeof(log));
   if (fd < 0) {
     throw_errno(env, errno, "bpf prog load", log);
     return NULL;
