@@ -34,6 +34,7 @@ export const ERROR_TABLE = {
   NotFound: [111, 404, 3, 'no such resource'],
   KernelError: [112, 500, 1, 'kernel rejected a network change'],
   CheckFailed: [113, 500, 1, 'attachment does not match the lease'],
+  ContinueExpired: [135, 410, 4, 'listing expired, start it again'],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 export type ErrorKind = keyof typeof ERROR_TABLE;

@@ -7,6 +7,7 @@
  *   /berth/v1/hosts/<host>                        Host    (attached to the agent's etcd lease)
  *   /berth/v1/events/<ip>/<at>-<seq>              LeaseEvent (bounded by age and count)
  *   /berth/v1/election/expirer                    etcd election for the single expirer
+ *   /berth/v1/identity-events/<identity>/<at>-<seq>  LeaseEvent (the same event, indexed by identity)
  *
  * Uniqueness of an address is the absence of its lease key, so every
  * allocation is a transaction comparing that key's version with 0.
@@ -29,6 +30,12 @@ export const keys = {
   addressEventPrefix: (ip: string) => `${ROOT}events/${ip}/`,
   event: (ip: string, at: string, seq: string) => `${ROOT}events/${ip}/${at}-${seq}`,
   electionExpirer: 'berth-v1-expirer',
+  // Identity index of history: a copy of each event under its identity, written in
+  // the same transaction as the address-keyed one, so `history <identity>` reads
+  // only that identity's events. Trimmed like the address history.
+  identityEventPrefix: `${ROOT}identity-events/`,
+  identityEvents: (identity: string) => `${ROOT}identity-events/${encodeURIComponent(identity)}/`,
+  identityEvent: (identity: string, at: string, seq: string) => `${ROOT}identity-events/${encodeURIComponent(identity)}/${at}-${seq}`,
 } as const;
 
 export type ParsedKey =
@@ -37,6 +44,7 @@ export type ParsedKey =
   | { type: 'identity'; pool: string; identity: string }
   | { type: 'host'; host: string }
   | { type: 'event'; ip: string }
+  | { type: 'identity-event'; identity: string }
   | { type: 'other' };
 
 export function parseKey(key: string): ParsedKey {
@@ -53,6 +61,8 @@ export function parseKey(key: string): ParsedKey {
       return parts.length === 2 ? { type: 'host', host: parts[1] } : { type: 'other' };
     case 'events':
       return parts.length === 3 ? { type: 'event', ip: parts[1] } : { type: 'other' };
+    case 'identity-events':
+      return parts.length === 3 ? { type: 'identity-event', identity: decodeURIComponent(parts[1]) } : { type: 'other' };
     default:
       return { type: 'other' };
   }

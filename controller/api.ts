@@ -36,13 +36,18 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
       const force = ['1', 'true'].includes(c.query.get('force') ?? '');
       return [200, { freed: await store.free(c.params[0], c.params[1], force) }];
     }],
-    ['GET', /^\/v1\/leases$/, async (c) => [200, { leases: await store.listLeases(pick(c.query, ['pool', 'host', 'state', 'identity']) as LeaseFilter) }]],
+    ['GET', /^\/v1\/leases$/, async (c) => {
+      const f = pick(c.query, ['pool', 'host', 'state', 'identity', 'continue']) as LeaseFilter;
+      const limit = c.query.get('limit');
+      if (limit !== null) f.limit = Number(limit);
+      return [200, await store.listLeases(f)];
+    }],
     ['GET', /^\/v1\/leases\/([^/]+)$/, async (c) => [200, await store.findLease(c.params[0], c.query.get('pool') ?? undefined)]],
     ['GET', /^\/v1\/history$/, async (c) => {
-      const q = pick(c.query, ['ip', 'identity', 'at', 'since', 'until']) as HistoryQuery;
+      const q = pick(c.query, ['ip', 'identity', 'at', 'since', 'until', 'continue']) as HistoryQuery;
       const limit = c.query.get('limit');
       if (limit !== null) q.limit = Number(limit);
-      return [200, { events: await queryHistory(store.etcd, q) }];
+      return [200, await queryHistory(store.etcd, q)];
     }],
     ['GET', /^\/v1\/hosts$/, async () => [200, { hosts: hostViews(store) }]],
   ];
@@ -84,12 +89,9 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
   });
 }
 
+/** Hosts with their bound-lease counts, which the view maintains on every change (no scan). */
 function hostViews(store: LeaseStore): HostView[] {
-  const counts = new Map<string, number>();
-  for (const leases of store.view.leases.values()) {
-    for (const l of leases.values()) if (l.binding) counts.set(l.binding.host, (counts.get(l.binding.host) ?? 0) + 1);
-  }
-  return [...store.view.hosts.values()].map((h) => ({ ...h.value, leases: counts.get(h.value.name) ?? 0 }))
+  return [...store.view.hosts.values()].map((h) => ({ ...h.value, leases: store.view.leasesOnHost(h.value.name) }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 

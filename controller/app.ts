@@ -51,6 +51,7 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     historyMaxAgeMs: o.historyMaxAgeMs ?? 7 * 24 * 3600 * 1000,
     historyMaxPerAddress: o.historyMaxPerAddress ?? 200,
     now,
+    view,
   });
   expirer.start();
   const etcdHealthy = async () => {

@@ -9,9 +9,10 @@
  * Contention ("try again later"). No in-process lock guards anything.
  */
 import type { Etcd3 } from 'etcd3';
-import type { BindRequest, BindResponse, CreatePool, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse } from '../common/api';
+import type { BindRequest, BindResponse, CreatePool, LeaseFilter, LeasePage, PinRequest, ReleaseRequest, ReleaseResponse } from '../common/api';
 import { canonicalIp, defaultGateway, isIp, parseCidr } from '../common/cidr';
 import { BerthError } from '../common/errors';
+import { pagedRange, pageSizeOf } from '../common/etcd-paged';
 import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
 import { DEFAULT_HOLD_SECONDS, type Lease, type LeaseView, type Pool, type PoolUsage } from '../common/records';
@@ -84,11 +85,8 @@ export class LeaseStore {
   }
 
   private usage(pool: Pool): PoolUsage {
-    let bound = 0, held = 0, pinned = 0;
-    for (const l of this.view.leasesOf(pool.name).values()) {
-      if (l.state === 'bound') bound++; else held++;
-      if (l.pinned) pinned++;
-    }
+    // Counters the view maintains on every change: no scan of the pool's leases.
+    const { bound, held, pinned } = this.view.countsOf(pool.name);
     const size = Number(capacity(this.spaceFor(pool)));
     return { ...pool, size, bound, held, pinned, free: size - bound - held };
   }
@@ -289,21 +287,52 @@ export class LeaseStore {
     return (await this.readSnapshot(pool, by.identity)).lease;
   }
 
-  async listLeases(f: LeaseFilter): Promise<LeaseView[]> {
+  /**
+   * One page of leases, read from etcd (paged, every page at the revision of
+   * the first, so a listing is one snapshot). An identity filter reads the
+   * identity index: a point read per pool. Host and state filters have no
+   * index in etcd: a page scans at most SCAN_BUDGET keys and may come back
+   * short, with a token to go on.
+   */
+  async listLeases(f: LeaseFilter): Promise<LeasePage> {
     if (f.pool !== undefined) await this.pool(f.pool);
     if (f.state !== undefined && !['bound', 'held', 'pinned'].includes(f.state)) {
       throw new BerthError('InvalidRequest', String(f.state), 'state must be bound, held or pinned');
     }
-    const res = await this.etcd.getAll().prefix(f.pool ? keys.poolLeasePrefix(f.pool) : keys.leasePrefix).exec();
-    const out: LeaseView[] = [];
-    for (const kv of res.kvs) {
-      const l: LeaseView = { ...(JSON.parse(kv.value.toString()) as Lease), revision: String(kv.mod_revision) };
-      if (f.host !== undefined && l.binding?.host !== f.host) continue;
-      if (f.identity !== undefined && l.identity !== f.identity) continue;
-      if (f.state === 'pinned' ? !l.pinned : f.state !== undefined && l.state !== f.state) continue;
-      out.push(l);
+    const limit = f.limit ?? DEFAULT_PAGE;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new BerthError('InvalidRequest', String(f.limit), `limit must be an integer from 1 to ${MAX_PAGE}`);
+    const keep = (l: LeaseView) => (f.host === undefined || l.binding?.host === f.host)
+      && (f.identity === undefined || l.identity === f.identity)
+      && (f.state === 'pinned' ? l.pinned : f.state === undefined || l.state === f.state);
+    if (f.identity !== undefined) {
+      const pools = f.pool !== undefined ? [f.pool] : [...this.view.pools.keys()].sort();
+      const found = await Promise.all(pools.map((p) => this.readSnapshot(p, f.identity as string)));
+      return { leases: found.map((snap) => snap.lease).filter((l): l is LeaseView => l !== null && keep(l)) };
     }
-    return out;
+    const cont = f.continue !== undefined ? decodeToken(f.continue) : undefined;
+    const prefix = f.pool ? keys.poolLeasePrefix(f.pool) : keys.leasePrefix;
+    if (cont && !cont.k.startsWith(prefix)) throw new BerthError('InvalidRequest', 'continue', 'continue token does not belong to this listing');
+    const out: LeaseView[] = [];
+    const budget = Math.max(SCAN_BUDGET, limit);
+    let lastSeen: string | null = null;
+    let r;
+    try {
+      r = await pagedRange(this.etcd, prefix, (kvs) => {
+        for (const kv of kvs) {
+          lastSeen = kv.key.toString();
+          const l: LeaseView = { ...(JSON.parse(kv.value.toString()) as Lease), revision: String(kv.mod_revision) };
+          if (keep(l)) out.push(l);
+          if (out.length >= limit) return false;
+        }
+        return true;
+      }, { revision: cont?.r, after: cont?.k, max: budget, pageSize: Math.min(limit, pageSizeOf(this.etcd)) });
+    } catch (e) {
+      if (/compacted/.test((e as Error).message ?? '')) throw new BerthError('ContinueExpired', 'the revision this listing was read at is compacted');
+      throw e;
+    }
+    // The read stopped early (page full, or scan budget spent): the next page starts after the last key looked at.
+    const stoppedAt: string | null = r.lastKey === null ? null : lastSeen;
+    return stoppedAt === null ? { leases: out } : { leases: out, continue: encodeToken({ r: r.revision, k: stoppedAt }) };
   }
 
   async findLease(ip: string, pool?: string): Promise<LeaseView> {
@@ -317,6 +346,25 @@ export class LeaseStore {
     }
     throw new BerthError('LeaseNotFound', canon);
   }
+}
+
+const DEFAULT_PAGE = 1000;
+const MAX_PAGE = 10_000;
+/** Keys a filtered listing looks at per page before it answers short with a token. */
+const SCAN_BUDGET = 20_000;
+
+interface ListToken { r: string; k: string }
+
+function encodeToken(t: ListToken): string {
+  return Buffer.from(JSON.stringify(t)).toString('base64url');
+}
+
+function decodeToken(text: string): ListToken {
+  try {
+    const t = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as ListToken;
+    if (typeof t?.r === 'string' && /^\d+$/.test(t.r) && typeof t.k === 'string') return t;
+  } catch { /* reported below */ }
+  throw new BerthError('InvalidRequest', 'continue', 'continue token is not one this API issued');
 }
 
 function validateBind(req: BindRequest): void {
