@@ -11,7 +11,7 @@
  * retried and what trips the per-member breaker is in etcd-faults.ts.
  */
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions } from 'etcd3';
+import { Etcd3, type CallContext, type IOptions } from 'etcd3';
 import { memberBreaker, retryWithin } from './etcd-faults';
 import { setPageSize } from './etcd-paged';
 
@@ -36,7 +36,7 @@ export function openEtcd(c: EtcdConnection): Etcd3 {
   const opts: IOptions = {
     hosts: c.endpoints,
     dialTimeout: Math.min(budget, 3000),
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attempt }),
+    defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + attempt }),
     faultHandling: {
       host: () => memberBreaker({ threshold: 3, openMs: 1000 }),
       global: retryWithin({ budgetMs: budget }),

@@ -29,36 +29,38 @@ export interface SeedOptions {
   identity?: (i: number) => string;
 }
 
-/** Writes the pool and `count` leases; returns the leases written. */
-export async function seedLeases(etcd: Etcd3, o: SeedOptions): Promise<Lease[]> {
+/** Writes the pool and `count` leases; returns how many. Transactions are built as they are sent. */
+export async function seedLeases(etcd: Etcd3, o: SeedOptions): Promise<number> {
   const net = parseCidr(o.cidr);
   const nowMs = o.now ?? Date.now();
   const now = new Date(nowMs).toISOString();
   const pool: Pool = { name: o.pool, cidr: net.cidr, gateway: defaultGateway(net), reserved: [], holdSeconds: o.holdSeconds ?? 3600, createdAt: now };
   await etcd.put(keys.pool(pool.name)).value(JSON.stringify(pool));
-  const leases: Lease[] = [];
-  const ops: IOperation[][] = [];
-  const perTxn = Math.max(1, Math.floor((o.opsPerTxn ?? 120) / 4));
-  for (let i = 0; i < o.count; i++) {
+  const opsOf = (i: number): IOperation[] => {
     // Offsets 0 (network) and 1 (the default gateway) are never leased.
     const ip = addressAt(net, BigInt(i + 2));
     const req = { identity: o.identity?.(i) ?? `seed/${o.pool}/${i}`, host: o.hosts[i % o.hosts.length], containerId: `seed-${o.pool}-${i}`, ifName: 'eth0' };
     const bound = newLease(pool.name, ip, req, now);
     let lease = bound.next as Lease;
-    const batch = [putIdentity(etcd, pool.name, lease.identity, ip), putEvent(etcd, bound.event!)];
+    const ops = [putIdentity(etcd, pool.name, lease.identity, ip), putEvent(etcd, bound.event!)];
     if (o.heldEvery && i % o.heldEvery === 0) {
       const held = decideRelease(lease, req.containerId, pool.holdSeconds, nowMs);
       lease = held.next as Lease;
-      batch.push(putEvent(etcd, held.event!));
+      ops.push(putEvent(etcd, held.event!));
     }
-    batch.push(putLease(etcd, lease));
-    leases.push(lease);
-    if (i % perTxn === 0) ops.push([]);
-    ops[ops.length - 1].push(...batch);
-  }
+    ops.push(putLease(etcd, lease));
+    return ops;
+  };
+  // At most 4 operations per lease, so a transaction never exceeds opsPerTxn.
+  const perTxn = Math.max(1, Math.floor((o.opsPerTxn ?? 120) / 4));
+  const batches = Math.ceil(o.count / perTxn);
   let next = 0;
   await Promise.all(Array.from({ length: o.concurrency ?? 8 }, async () => {
-    for (let i = next++; i < ops.length; i = next++) await etcd.if(keys.poolPrefix, 'Version', '>', -1).then(...ops[i]).commit();
+    for (let b = next++; b < batches; b = next++) {
+      const ops: IOperation[] = [];
+      for (let i = b * perTxn; i < Math.min(o.count, (b + 1) * perTxn); i++) ops.push(...opsOf(i));
+      await etcd.if(keys.poolPrefix, 'Version', '>', -1).then(...ops).commit();
+    }
   }));
-  return leases;
+  return o.count;
 }
