@@ -116,7 +116,8 @@ export class ClusterView {
     let count = 0;
     const into = (kvs: IKeyValue[]) => { for (const kv of kvs) { apply(next, 'put', kv); count++; } };
     const { revision: rev } = await pagedRange(this.etcd, keys.poolPrefix, into);
-    for (const p of [keys.leasePrefix, keys.identityPrefix, keys.hostPrefix]) await pagedRange(this.etcd, p, into, { revision: rev });
+    // The three prefixes fill separate maps, so they are read side by side.
+    await Promise.all([keys.leasePrefix, keys.identityPrefix, keys.hostPrefix].map((p) => pagedRange(this.etcd, p, into, { revision: rev })));
     this.s = next;
     this.setRevision(BigInt(rev));
     this.log.info('view relisted', { revision: rev, keys: count });

@@ -76,8 +76,9 @@ test('start-up, listing, history, expiry and an agent\'s lease list all work whe
   t.deepEqual(hist.events.map((e) => e.kind).sort(), ['allocated', 'released']);
   t.true(hist.events.every((e) => e.identity === 'seed/big/10'));
 
-  // The agent's own list of its pool, through a client with the same small limit.
-  const agentEtcd = openEtcd({ endpoints: [etcd.endpoint], ...SMALL });
+  // The agent's own list of its pool, through a client with the same small limit and the
+  // default page size: pages too large for the limit are asked again at half the size.
+  const agentEtcd = openEtcd({ endpoints: [etcd.endpoint], maxReceiveBytes: SMALL.maxReceiveBytes });
   t.teardown(() => agentEtcd.close());
   const source = new EtcdSource(agentEtcd, 'big', silentLogger, { onChange: () => {} });
   t.teardown(() => source.close());

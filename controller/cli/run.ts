@@ -20,6 +20,8 @@ import {
 import { isIpAddress, parseDuration, parseInstant, parseIpArg, parseIpList, parsePositiveInt } from './parse';
 
 export const DEFAULT_CONTROLLER = 'http://127.0.0.1:7480';
+/** Page size when berthctl follows every page of a listing. */
+const ALL_PAGE = 5000;
 
 export interface Writable { write(text: string): unknown }
 
@@ -129,8 +131,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return;
       }
       const leases: LeaseView[] = [];
+      // Following pages: large ones, as each page costs the controller (and etcd) a range read.
+      const limit = filter.limit ?? ALL_PAGE;
       for (let token = filter.continue, first = true; first || token !== undefined; first = false) {
-        const r = await c.leases({ ...filter, continue: token });
+        const r = await c.leases({ ...filter, limit, continue: token });
         leases.push(...r.leases);
         token = r.continue;
       }
