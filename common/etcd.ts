@@ -7,7 +7,8 @@
  * and retryable failures are retried within `callTimeoutMs` (default 5 s) in
  * all. A call in flight when the etcd leader dies is lost with it: with one
  * 5 s deadline it stalled 5 s although a new leader was elected in ~1.2 s;
- * with short attempts it is re-sent as soon as an attempt times out. What is
+ * with short attempts it is re-sent as soon as an attempt times out (range
+ * reads of many keys keep the whole budget per attempt). What is
  * retried and what trips the per-member breaker is in etcd-faults.ts.
  */
 import { readFileSync } from 'node:fs';
@@ -36,7 +37,7 @@ export function openEtcd(c: EtcdConnection): Etcd3 {
   const opts: IOptions = {
     hosts: c.endpoints,
     dialTimeout: Math.min(budget, 3000),
-    defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + attempt }),
+    defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + attemptDeadline(ctx, attempt, budget) }),
     faultHandling: {
       host: () => memberBreaker({ threshold: 3, openMs: 1000 }),
       global: retryWithin({ budgetMs: budget }),
@@ -59,6 +60,16 @@ export function openEtcd(c: EtcdConnection): Etcd3 {
   const etcd = new Etcd3(opts);
   if (c.pageSize !== undefined) setPageSize(etcd, c.pageSize);
   return etcd;
+}
+
+/**
+ * Short attempts are for the calls a leader loss stalls: transactions and
+ * point reads. A page of a range read (thousands of keys) may legitimately
+ * take longer on a loaded etcd; cutting it short would only repeat the work.
+ */
+function attemptDeadline(ctx: CallContext, attempt: number, budget: number): number {
+  if (ctx.service === 'KV' && ctx.method === 'range' && ctx.params.range_end !== undefined && Number(ctx.params.limit ?? 0) !== 1) return budget;
+  return attempt;
 }
 
 export function splitEndpoints(text: string): string[] {

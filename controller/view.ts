@@ -18,7 +18,7 @@ import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { pagedRange } from '../common/etcd-paged';
 import { keys, parseKey, ROOT } from '../common/keys';
 import type { Logger } from '../common/log';
-import type { Host, Lease, LeaseView, Pool } from '../common/records';
+import type { Host, LeaseView, Pool } from '../common/records';
 
 export interface Versioned<T> { value: T; mod: string }
 
@@ -199,7 +199,8 @@ function apply(s: State, type: 'put' | 'delete', kv: IKeyValue): Change | null {
       if (before) count(s, before, -1);
       if (type === 'put') {
         // A stored `revision` (older controllers wrote one) never overrides the real mod revision.
-        const l: LeaseView = { ...(json() as Lease), revision: mod };
+        const l = json() as LeaseView;
+        l.revision = mod;
         leases.set(k.ip, l);
         count(s, l, 1);
         return { type: 'lease', pool: k.pool, ip: k.ip, lease: l };
