@@ -119,6 +119,8 @@ export async function startEtcdCluster(size = 3, o: EtcdOptions = {}): Promise<E
   const specs: { name: string; client: number; peer: number }[] = [];
   for (let i = 0; i < size; i++) specs.push({ name: `m${i}`, client: await freePort(), peer: await freePort() });
   const initial = specs.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(',');
+  // One token for all members: it seeds the cluster id they must agree on.
+  const token = `berth-${specs[0].client}`;
   const clients: Etcd3[] = [];
   const members: EtcdMember[] = specs.map((m) => {
     const endpoint = `http://127.0.0.1:${m.client}`;
@@ -127,7 +129,7 @@ export async function startEtcdCluster(size = 3, o: EtcdOptions = {}): Promise<E
       '--name', m.name, '--data-dir', dataDir,
       '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
       '--listen-peer-urls', `http://127.0.0.1:${m.peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peer}`,
-      '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', `berth-${m.client}`,
+      '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
       '--log-level', 'error', ...extraFlags(o),
     ], { stdio: ['ignore', 'ignore', 'ignore'] });
     if (child.pid === undefined) throw new Error('etcd did not start (is it installed?)');
@@ -146,7 +148,7 @@ export async function startEtcdCluster(size = 3, o: EtcdOptions = {}): Promise<E
     } as EtcdMember & { stopGently(): Promise<void> };
   });
   const endpoints = members.map((m) => m.endpoint);
-  const probe = new Etcd3({ hosts: endpoints });
+  const probe = new Etcd3({ hosts: endpoints, defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }) });
   try {
     await eventually(async () => { await probe.put('probe').value('1'); }, { timeoutMs: 30_000, what: `etcd cluster on ${endpoints.join(',')}` });
   } finally {
@@ -156,13 +158,13 @@ export async function startEtcdCluster(size = 3, o: EtcdOptions = {}): Promise<E
     members, endpoints,
     async leader() {
       for (const m of members.filter((x) => x.running())) {
-        const c = new Etcd3({ hosts: m.endpoint });
+        const c = new Etcd3({ hosts: m.endpoint, defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 1000 }) });
         try {
           const st = await c.maintenance.status();
           const lead = await c.cluster.memberList({});
           const name = lead.members.find((x) => x.ID === st.leader)?.name;
           const found = members.find((x) => x.name === name);
-          if (found) return found;
+          if (found && found.running()) return found;
         } catch { /* ask the next member */ } finally { c.close(); }
       }
       throw new Error('no member reports a leader');
