@@ -91,12 +91,7 @@ test('a bind the view calls "already yours" is confirmed in etcd, so a release i
 });
 
 test('the view\'s per-pool and per-host counters always equal a recount of its leases', async (t) => {
-  const etcd = await startEtcd();
-  t.teardown(() => etcd.stop());
-  const client = etcd.client();
-  const view = new ClusterView(client, silentLogger);
-  await view.start();
-  t.teardown(() => view.close());
+  const { client, view } = await storeWithView(t);
   const states = ['bound', 'held'] as const;
   let last = 0n;
   // A deterministic mix of creates, state changes, host moves, pins and deletes.
