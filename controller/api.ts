@@ -40,7 +40,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
       const f = pick(c.query, ['pool', 'host', 'state', 'identity', 'continue']) as LeaseFilter;
       const limit = c.query.get('limit');
       if (limit !== null) f.limit = Number(limit);
-      return [200, await store.listLeases(f)];
+      return [200, new RawJson(await store.listLeasesJson(f))];
     }],
     ['GET', /^\/v1\/leases\/([^/]+)$/, async (c) => [200, await store.findLease(c.params[0], c.query.get('pool') ?? undefined)]],
     ['GET', /^\/v1\/history$/, async (c) => {
@@ -56,7 +56,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
     const started = Date.now();
     const url = new URL(req.url ?? '/', 'http://controller');
     const reply = (status: number, body: unknown) => {
-      const text = JSON.stringify(body);
+      const text = body instanceof RawJson ? body.text : JSON.stringify(body);
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.end(text);
       log.debug('request', { method: req.method, path: url.pathname, status, ms: Date.now() - started });
@@ -93,6 +93,11 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
 function hostViews(store: LeaseStore): HostView[] {
   return [...store.view.hosts.values()].map((h) => ({ ...h.value, leases: store.view.leasesOnHost(h.value.name) }))
     .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** A reply body already serialised (lease pages pass etcd's JSON through). */
+class RawJson {
+  constructor(readonly text: string) {}
 }
 
 function pick(q: URLSearchParams, names: string[]): Record<string, string> {

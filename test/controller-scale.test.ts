@@ -14,6 +14,7 @@ import { silentLogger } from '../common/log';
 import type { LeaseView } from '../common/api';
 import { EtcdSource } from '../agent/source';
 import { startController, type RunningController } from '../controller/app';
+import { trimByAge } from '../controller/expirer';
 import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { eventually } from '../sim/eventually';
 import { seedLeases } from '../sim/seed';
@@ -142,4 +143,40 @@ test('a read etcd refuses as too large fails alone: binds keep succeeding, also 
   await operator;
   const errors = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason);
   t.deepEqual(errors.map((e) => (isBerthError(e) ? e.kind : String(e))), [], 'every bind during the operator\'s reads succeeded');
+});
+
+test('history is trimmed per address and per identity when it grows, and by age in a paged pass', async (t) => {
+  const etcd = await startEtcd();
+  t.teardown(() => etcd.stop());
+  const clock = { ms: T0 };
+  const ctl = await startController({
+    etcd: { endpoints: [etcd.endpoint], ...SMALL }, listen: '127.0.0.1:0', sweepMs: 20, log: silentLogger, now: () => clock.ms,
+    historyMaxPerAddress: 3,
+  });
+  t.teardown(() => ctl.stop());
+  const api = new ControllerClient({ url: ctl.url });
+  t.teardown(() => api.close());
+  await api.createPool({ name: 'trim', cidr: '198.18.56.0/24', holdSeconds: 3600 });
+  const who = 'k8s/trim/t-0';
+  let ip = '';
+  for (let i = 0; i < 5; i++) {
+    clock.ms += 1000;
+    ip = (await api.bind('trim', { identity: who, host: 'node-a', containerId: `t${i}`, ifName: 'eth0' })).lease.ip;
+    await api.release('trim', { identity: who, containerId: `t${i}` });
+  }
+  const newest = (await api.history({ ip })).events.slice(-3);
+  t.is(newest.length, 3);
+  await eventually(async () => {
+    const byIp = (await api.history({ ip })).events;
+    const byId = (await api.history({ identity: who })).events;
+    if (byIp.length !== 3 || byId.length !== 3) throw new Error(`${byIp.length} by address, ${byId.length} by identity`);
+  }, { what: 'count trimming' });
+  t.deepEqual((await api.history({ ip })).events, newest, 'the newest three are kept');
+  t.deepEqual((await api.history({ identity: who })).events, newest);
+
+  // The age pass: everything older than the cutoff goes, by address and by identity, read in pages of 50.
+  const deleted = await trimByAge(ctl.store.etcd, new Date(T0 + 4500).toISOString());
+  t.is(deleted, 2, 'the one event kept from before the cutoff, under both of its keys');
+  t.deepEqual((await api.history({ ip })).events, newest.slice(1));
+  t.deepEqual((await api.history({ identity: who })).events, newest.slice(1));
 });
