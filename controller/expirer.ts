@@ -212,12 +212,18 @@ export class Expirer {
     if (this.dirty.size === 0) return 0;
     const cutoff = new Date(now - this.opts.historyMaxAgeMs).toISOString();
     let deleted = 0;
-    let done = 0;
-    for (const prefix of this.dirty) {
-      if (done++ >= MAX_TRIMS_PER_PASS) break;
-      const r = await trimPrefix(this.etcd, prefix, cutoff, this.opts.historyMaxPerAddress);
-      deleted += r.deleted;
-      if (!r.more) this.dirty.delete(prefix);
+    // Taken out of the set before the reads: an event arriving meanwhile marks its prefix again.
+    const batch = [...this.dirty].slice(0, MAX_TRIMS_PER_PASS);
+    for (const prefix of batch) this.dirty.delete(prefix);
+    for (let i = 0; i < batch.length; i++) {
+      try {
+        const r = await trimPrefix(this.etcd, batch[i], cutoff, this.opts.historyMaxPerAddress);
+        deleted += r.deleted;
+        if (r.more) this.dirty.add(batch[i]);
+      } catch (e) {
+        for (const prefix of batch.slice(i)) this.dirty.add(prefix);
+        throw e;
+      }
     }
     return deleted;
   }
