@@ -182,3 +182,15 @@ test('history is trimmed per address and per identity when it grows, and by age 
   t.deepEqual((await api.history({ ip })).events, newest.slice(1));
   t.deepEqual((await api.history({ identity: who })).events, newest.slice(1));
 });
+
+test('a listing token outlived by a compaction is refused with ContinueExpired, and a fresh listing works', async (t) => {
+  const { etcd, api } = await fixture(t, 300);
+  const first = await api.leases({ pool: 'big', limit: 100 });
+  t.truthy(first.continue);
+  const client = etcd.client();
+  const put = await client.put('/elsewhere/bump').value('1');
+  await client.kv.compact({ revision: put.header.revision, physical: true });
+  const e = await t.throwsAsync(api.leases({ pool: 'big', limit: 100, continue: first.continue }));
+  t.true(isBerthError(e) && e.kind === 'ContinueExpired', String(e));
+  t.is((await listAll(api, 100)).length, 300);
+});
