@@ -15,6 +15,7 @@
  */
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { BerthError, castError } from '../common/errors';
+import { rangeAll } from '../common/etcd-paged';
 import { keys, parseKey } from '../common/keys';
 import type { Logger } from '../common/log';
 import type { Host, Lease, LeaseView, Pool } from '../common/records';
@@ -190,9 +191,10 @@ export class EtcdSource {
     await this.dropWatchers();
     const first = await this.etcd.getAll().prefix(keys.poolPrefix).exec(); // every pool: their CIDRs shape egress
     const rev = first.header.revision;
+    // Paged (common/etcd-paged.ts): a pool's leases in one message pass the gRPC limit past ~10k.
     const [hosts, leases] = await Promise.all([
-      this.etcd.getAll().prefix(keys.hostPrefix).revision(rev).exec(),
-      this.etcd.getAll().prefix(keys.poolLeasePrefix(this.poolName)).revision(rev).exec(),
+      rangeAll(this.etcd, keys.hostPrefix, { revision: rev }),
+      rangeAll(this.etcd, keys.poolLeasePrefix(this.poolName), { revision: rev }),
     ]);
     this.cache.clear();
     for (const res of [first, hosts, leases]) for (const kv of res.kvs) this.applyKv('put', kv);

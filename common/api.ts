@@ -12,11 +12,16 @@
  *   POST   /v1/pools/:pool/release       ReleaseRequest -> ReleaseResponse (fenced by containerId)
  *   POST   /v1/pools/:pool/pin           PinRequest  -> LeaseView
  *   DELETE /v1/pools/:pool/leases/:ip[?force=1]      -> {freed: LeaseView}  (operator release)
- *   GET    /v1/leases?pool=&host=&state=&identity=   -> {leases: LeaseView[]}
+ *   GET    /v1/leases?pool=&host=&state=&identity=&limit=&continue=  -> {leases: LeaseView[], continue?}
  *   GET    /v1/leases/:ip[?pool=]                    -> LeaseView
- *   GET    /v1/history?ip=&identity=&at=&since=&until=&limit=  -> {events: LeaseEvent[]}
+ *   GET    /v1/history?ip=&identity=&at=&since=&until=&limit=&continue=  -> {events: LeaseEvent[], continue?}
  *   GET    /v1/hosts                                 -> {hosts: HostView[]}  (records with liveness)
  *   DELETE /v1/hosts/:host[?force=1]                 -> ForgetResponse  (declare dead now; refused while alive)
+ *
+ * Paging: a list answers at most `limit` items (leases: default 1000, max
+ * 10000; history: the newest `limit`, default 1000) and, when there is more,
+ * an opaque `continue` token; pass it back unchanged (with the same filters)
+ * for the next page. Lease pages are read at the revision of the first one.
  *
  * Errors: {error: ErrorBody} with the status from common/errors.ts.
  */
@@ -102,6 +107,16 @@ export interface LeaseFilter {
   host?: string;
   state?: LeaseState | 'pinned';
   identity?: string;
+  /** Page size. */
+  limit?: number;
+  /** Token from the previous page's reply. */
+  continue?: string;
+}
+
+export interface LeasePage {
+  leases: LeaseView[];
+  /** Present when more leases may follow: pass it as `continue`. */
+  continue?: string;
 }
 
 export interface HistoryQuery {
@@ -112,6 +127,15 @@ export interface HistoryQuery {
   since?: string;
   until?: string;
   limit?: number;
+  /** Token from the previous page's reply: the next older events. */
+  continue?: string;
+}
+
+export interface HistoryPage {
+  /** Oldest first. */
+  events: LeaseEvent[];
+  /** Present when older events remain: pass it as `continue`. */
+  continue?: string;
 }
 
 export interface HostView extends Host {

@@ -16,7 +16,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type {
-  BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryQuery, HostView, LeaseEvent, LeaseFilter, LeaseView,
+  BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryPage, HistoryQuery, HostView, LeaseFilter, LeasePage, LeaseView,
   PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
 } from './api';
 import { BerthError, fromBody } from './errors';
@@ -94,9 +94,9 @@ export class ControllerClient {
   free(pool: string, ip: string, force = false): Promise<{ freed: LeaseView }> {
     return this.call('DELETE', `v1/pools/${enc(pool)}/leases/${enc(ip)}${force ? '?force=1' : ''}`);
   }
-  leases(f: LeaseFilter = {}): Promise<{ leases: LeaseView[] }> { return this.call('GET', `v1/leases${query(f)}`); }
+  leases(f: LeaseFilter = {}): Promise<LeasePage> { return this.call('GET', `v1/leases${query(f)}`); }
   lease(ip: string, pool?: string): Promise<LeaseView> { return this.call('GET', `v1/leases/${enc(ip)}${query({ pool })}`); }
-  history(q: HistoryQuery): Promise<{ events: LeaseEvent[] }> { return this.call('GET', `v1/history${query(q)}`); }
+  history(q: HistoryQuery): Promise<HistoryPage> { return this.call('GET', `v1/history${query(q)}`); }
   hosts(): Promise<{ hosts: HostView[] }> { return this.call('GET', 'v1/hosts'); }
   forgetHost(host: string, force = false): Promise<ForgetResponse> {
     return this.call('DELETE', `v1/hosts/${enc(host)}${force ? '?force=1' : ''}`);

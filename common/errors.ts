@@ -39,6 +39,7 @@ export const ERROR_TABLE = {
   PoolInUse: [115, 409, 4, 'pool has bound or pinned leases'],
   HostNotFound: [120, 404, 3, 'no such host'],
   HostAlive: [121, 409, 4, 'host is alive'],
+  ContinueExpired: [135, 410, 4, 'listing expired, start it again'],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 export type ErrorKind = keyof typeof ERROR_TABLE;

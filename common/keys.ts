@@ -11,6 +11,7 @@
  *   /berth/v1/events/<ip>/<at>-<seq>              LeaseEvent (bounded by age and count)
  *   /berth/v1/election/expirer                    etcd election for the single expirer
  *   berth-v1-host-reaper                          etcd election for the single host reaper
+ *   /berth/v1/identity-events/<identity>/<at>-<seq>  LeaseEvent (the same event, indexed by identity)
  *
  * Uniqueness of an address is the absence of its lease key, so every
  * allocation is a transaction comparing that key's version with 0.
@@ -38,6 +39,12 @@ export const keys = {
   event: (ip: string, at: string, seq: string) => `${ROOT}events/${ip}/${at}-${seq}`,
   electionExpirer: 'berth-v1-expirer',
   electionHostReaper: 'berth-v1-host-reaper',
+  // Identity index of history: a copy of each event under its identity, written in
+  // the same transaction as the address-keyed one, so `history <identity>` reads
+  // only that identity's events. Trimmed like the address history.
+  identityEventPrefix: `${ROOT}identity-events/`,
+  identityEvents: (identity: string) => `${ROOT}identity-events/${encodeURIComponent(identity)}/`,
+  identityEvent: (identity: string, at: string, seq: string) => `${ROOT}identity-events/${encodeURIComponent(identity)}/${at}-${seq}`,
 } as const;
 
 export type ParsedKey =
@@ -47,6 +54,7 @@ export type ParsedKey =
   | { type: 'host'; host: string }
   | { type: 'alive'; host: string }
   | { type: 'event'; ip: string }
+  | { type: 'identity-event'; identity: string }
   | { type: 'other' };
 
 export function parseKey(key: string): ParsedKey {
@@ -65,6 +73,8 @@ export function parseKey(key: string): ParsedKey {
       return parts.length === 2 ? { type: 'alive', host: parts[1] } : { type: 'other' };
     case 'events':
       return parts.length === 3 ? { type: 'event', ip: parts[1] } : { type: 'other' };
+    case 'identity-events':
+      return parts.length === 3 ? { type: 'identity-event', identity: decodeURIComponent(parts[1]) } : { type: 'other' };
     default:
       return { type: 'other' };
   }

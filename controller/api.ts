@@ -39,13 +39,18 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
     ['DELETE', /^\/v1\/pools\/([^/]+)\/leases\/([^/]+)$/, async (c) => {
       return [200, { freed: await store.free(c.params[0], c.params[1], isForce(c.query)) }];
     }],
-    ['GET', /^\/v1\/leases$/, async (c) => [200, { leases: await store.listLeases(pick(c.query, ['pool', 'host', 'state', 'identity']) as LeaseFilter) }]],
+    ['GET', /^\/v1\/leases$/, async (c) => {
+      const f = pick(c.query, ['pool', 'host', 'state', 'identity', 'continue']) as LeaseFilter;
+      const limit = c.query.get('limit');
+      if (limit !== null) f.limit = Number(limit);
+      return [200, new RawJson(await store.listLeasesJson(f))];
+    }],
     ['GET', /^\/v1\/leases\/([^/]+)$/, async (c) => [200, await store.findLease(c.params[0], c.query.get('pool') ?? undefined)]],
     ['GET', /^\/v1\/history$/, async (c) => {
-      const q = pick(c.query, ['ip', 'identity', 'at', 'since', 'until']) as HistoryQuery;
+      const q = pick(c.query, ['ip', 'identity', 'at', 'since', 'until', 'continue']) as HistoryQuery;
       const limit = c.query.get('limit');
       if (limit !== null) q.limit = Number(limit);
-      return [200, { events: await queryHistory(store.etcd, q) }];
+      return [200, await queryHistory(store.etcd, q)];
     }],
     ['GET', /^\/v1\/hosts$/, async () => [200, { hosts: await hostViews(deps) }]],
     ['DELETE', /^\/v1\/hosts\/([^/]+)$/, async (c) => {
@@ -57,7 +62,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
     const started = Date.now();
     const url = new URL(req.url ?? '/', 'http://controller');
     const reply = (status: number, body: unknown) => {
-      const text = JSON.stringify(body);
+      const text = body instanceof RawJson ? body.text : JSON.stringify(body);
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.end(text);
       log.debug('request', { method: req.method, path: url.pathname, status, ms: Date.now() - started });
@@ -92,6 +97,11 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
 
 function isForce(q: URLSearchParams): boolean {
   return ['1', 'true'].includes(q.get('force') ?? '');
+}
+
+/** A reply body already serialised (lease pages pass etcd's JSON through). */
+class RawJson {
+  constructor(readonly text: string) {}
 }
 
 function pick(q: URLSearchParams, names: string[]): Record<string, string> {

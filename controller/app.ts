@@ -57,6 +57,7 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     historyMaxAgeMs: o.historyMaxAgeMs ?? 7 * 24 * 3600 * 1000,
     historyMaxPerAddress: o.historyMaxPerAddress ?? 200,
     now,
+    view,
   });
   expirer.start();
   const deadAfterMs = (o.hostDeadAfterSeconds ?? DEFAULT_HOST_DEAD_AFTER_SECONDS) * 1000;

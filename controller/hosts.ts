@@ -42,11 +42,8 @@ export async function aliveHosts(etcd: Etcd3): Promise<Set<string>> {
 
 export async function hostViews(d: HostsDeps): Promise<HostView[]> {
   const alive = await aliveHosts(d.etcd);
-  const counts = new Map<string, number>();
-  for (const leases of d.view.leases.values()) {
-    for (const l of leases.values()) if (l.binding) counts.set(l.binding.host, (counts.get(l.binding.host) ?? 0) + 1);
-  }
-  return [...d.view.hosts.values()].map((h) => ({ ...h.value, leases: counts.get(h.value.name) ?? 0, alive: alive.has(h.value.name) }))
+  // Bound-lease counts per host are maintained by the view on every change: no scan.
+  return [...d.view.hosts.values()].map((h) => ({ ...h.value, leases: d.view.leasesOnHost(h.value.name), alive: alive.has(h.value.name) }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 

@@ -10,10 +10,11 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type {
-  BindRequest, BindResponse, CreatePool, DeletePoolResponse, LeaseFilter, PinRequest, ReleaseRequest, ReleaseResponse, UpdatePool,
+  BindRequest, BindResponse, CreatePool, DeletePoolResponse, LeaseFilter, LeasePage, PinRequest, ReleaseRequest, ReleaseResponse, UpdatePool,
 } from '../common/api';
 import { canonicalIp, isIp, parseCidr } from '../common/cidr';
 import { BerthError, castError } from '../common/errors';
+import { pagedRange, pageSizeOf, rangeAll } from '../common/etcd-paged';
 import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
 import type { Host, Lease, LeaseView, Pool, PoolUsage } from '../common/records';
@@ -128,12 +129,12 @@ export class LeaseStore {
       const guard = await readKey<unknown>(this.etcd, keys.poolSet);
       const pool = await readKey<Pool>(this.etcd, keys.pool(name));
       if (!pool.value) throw new BerthError('PoolNotFound', name);
-      const res = await this.etcd.getAll().prefix(keys.poolLeasePrefix(name)).exec();
+      const res = await rangeAll(this.etcd, keys.poolLeasePrefix(name));
       const leases = res.kvs.map((kv) => JSON.parse(kv.value.toString()) as Lease);
       decidePoolDelete(leases, force);
       const now = new Date(this.now()).toISOString();
       const rev = await commitIfRangeUnchanged(this.etcd, [[keys.pool(name), 'Mod', pool.mod], [keys.poolSet, 'Mod', guard.mod]],
-        keys.poolLeasePrefix(name), BigInt(res.header.revision), [
+        keys.poolLeasePrefix(name), BigInt(res.revision), [
           del(this.etcd, keys.pool(name)),
           this.etcd.put(keys.poolSet).value(JSON.stringify({ changed: name, at: now })),
           this.etcd.delete().prefix(keys.poolLeasePrefix(name)),
@@ -174,11 +175,8 @@ export class LeaseStore {
   }
 
   private usage(pool: Pool): PoolUsage {
-    let bound = 0, held = 0, pinned = 0;
-    for (const l of this.view.leasesOf(pool.name).values()) {
-      if (l.state === 'bound') bound++; else held++;
-      if (l.pinned) pinned++;
-    }
+    // Counters the view maintains on every change: no scan of the pool's leases.
+    const { bound, held, pinned } = this.view.countsOf(pool.name);
     const size = Number(capacity(this.spaceFor(pool)));
     return { ...pool, size, bound, held, pinned, free: size - bound - held };
   }
@@ -407,21 +405,74 @@ export class LeaseStore {
     return (await this.readSnapshot(pool, by.identity)).lease;
   }
 
-  async listLeases(f: LeaseFilter): Promise<LeaseView[]> {
+  /**
+   * One page of leases, read from etcd (paged, every page at the revision of
+   * the first, so a listing is one snapshot). An identity filter reads the
+   * identity index: a point read per pool. Host and state filters have no
+   * index in etcd: a page scans at most SCAN_BUDGET keys and may come back
+   * short, with a token to go on.
+   */
+  async listLeases(f: LeaseFilter): Promise<LeasePage> {
+    const r = await this.leaseRows(f);
+    const leases = r.rows.map((row) => (typeof row === 'string' ? JSON.parse(row) as LeaseView : row));
+    return r.continue === undefined ? { leases } : { leases, continue: r.continue };
+  }
+
+  /**
+   * The same page as JSON text, for the API. An unfiltered page passes etcd's
+   * values through with the revision appended, never parsing them: at 100k
+   * leases parsing and re-serialising was most of the controller's work.
+   */
+  async listLeasesJson(f: LeaseFilter): Promise<string> {
+    const r = await this.leaseRows(f);
+    const rows = r.rows.map((row) => (typeof row === 'string' ? row : JSON.stringify(row))).join(',');
+    return `{"leases":[${rows}]${r.continue === undefined ? '' : `,"continue":${JSON.stringify(r.continue)}`}}`;
+  }
+
+  private async leaseRows(f: LeaseFilter): Promise<{ rows: (string | LeaseView)[]; continue?: string }> {
     if (f.pool !== undefined) await this.pool(f.pool);
     if (f.state !== undefined && !['bound', 'held', 'pinned'].includes(f.state)) {
       throw new BerthError('InvalidRequest', String(f.state), 'state must be bound, held or pinned');
     }
-    const res = await this.etcd.getAll().prefix(f.pool ? keys.poolLeasePrefix(f.pool) : keys.leasePrefix).exec();
-    const out: LeaseView[] = [];
-    for (const kv of res.kvs) {
-      const l: LeaseView = { ...(JSON.parse(kv.value.toString()) as Lease), revision: String(kv.mod_revision) };
-      if (f.host !== undefined && l.binding?.host !== f.host) continue;
-      if (f.identity !== undefined && l.identity !== f.identity) continue;
-      if (f.state === 'pinned' ? !l.pinned : f.state !== undefined && l.state !== f.state) continue;
-      out.push(l);
+    const limit = f.limit ?? DEFAULT_PAGE;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new BerthError('InvalidRequest', String(f.limit), `limit must be an integer from 1 to ${MAX_PAGE}`);
+    const keep = (l: LeaseView) => (f.host === undefined || l.binding?.host === f.host)
+      && (f.identity === undefined || l.identity === f.identity)
+      && (f.state === 'pinned' ? l.pinned : f.state === undefined || l.state === f.state);
+    if (f.identity !== undefined) {
+      const pools = f.pool !== undefined ? [f.pool] : [...this.view.pools.keys()].sort();
+      const found = await Promise.all(pools.map((p) => this.readSnapshot(p, f.identity as string)));
+      return { rows: found.map((snap) => snap.lease).filter((l): l is LeaseView => l !== null && keep(l)) };
     }
-    return out;
+    const filtered = f.host !== undefined || f.state !== undefined;
+    const cont = f.continue !== undefined ? decodeToken(f.continue) : undefined;
+    const prefix = f.pool ? keys.poolLeasePrefix(f.pool) : keys.leasePrefix;
+    if (cont && !cont.k.startsWith(prefix)) throw new BerthError('InvalidRequest', 'continue', 'continue token does not belong to this listing');
+    const rows: (string | LeaseView)[] = [];
+    const budget = Math.max(SCAN_BUDGET, limit);
+    let lastSeen: string | null = null;
+    let r;
+    try {
+      r = await pagedRange(this.etcd, prefix, (kvs) => {
+        for (const kv of kvs) {
+          lastSeen = kv.key.toString();
+          const text = filtered ? null : withRevision(kv.value.toString(), String(kv.mod_revision));
+          if (text !== null) rows.push(text);
+          else {
+            const l: LeaseView = { ...(JSON.parse(kv.value.toString()) as Lease), revision: String(kv.mod_revision) };
+            if (keep(l)) rows.push(l);
+          }
+          if (rows.length >= limit) return false;
+        }
+        return true;
+      }, { revision: cont?.r, after: cont?.k, max: budget, pageSize: Math.min(limit, pageSizeOf(this.etcd)) });
+    } catch (e) {
+      if (/compacted/.test((e as Error).message ?? '')) throw new BerthError('ContinueExpired', 'the revision this listing was read at is compacted');
+      throw e;
+    }
+    // The read stopped early (page full, or scan budget spent): the next page starts after the last key looked at.
+    const stoppedAt: string | null = r.lastKey === null ? null : lastSeen;
+    return stoppedAt === null ? { rows } : { rows, continue: encodeToken({ r: r.revision, k: stoppedAt }) };
   }
 
   async findLease(ip: string, pool?: string): Promise<LeaseView> {
@@ -435,6 +486,35 @@ export class LeaseStore {
     }
     throw new BerthError('LeaseNotFound', canon);
   }
+}
+
+const DEFAULT_PAGE = 1000;
+const MAX_PAGE = 10_000;
+/** Keys a filtered listing looks at per page before it answers short with a token. */
+const SCAN_BUDGET = 20_000;
+
+interface ListToken { r: string; k: string }
+
+/**
+ * A stored lease's JSON with its fencing revision appended, without parsing
+ * it; null when that would not be plain JSON of a LeaseView (an empty object,
+ * or a stale stored `revision` an older controller wrote), so the caller parses.
+ */
+function withRevision(text: string, mod: string): string | null {
+  if (!text.startsWith('{') || !text.endsWith('}') || text === '{}' || text.includes('"revision"')) return null;
+  return `${text.slice(0, -1)},"revision":"${mod}"}`;
+}
+
+function encodeToken(t: ListToken): string {
+  return Buffer.from(JSON.stringify(t)).toString('base64url');
+}
+
+function decodeToken(text: string): ListToken {
+  try {
+    const t = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as ListToken;
+    if (typeof t?.r === 'string' && /^\d+$/.test(t.r) && typeof t.k === 'string') return t;
+  } catch { /* reported below */ }
+  throw new BerthError('InvalidRequest', 'continue', 'continue token is not one this API issued');
 }
 
 function validateBind(req: BindRequest): void {

@@ -33,8 +33,17 @@ export function putIdentity(etcd: Etcd3, pool: string, identity: string, ip: str
   return etcd.put(keys.identity(pool, identity)).value(JSON.stringify({ ip }));
 }
 
+/**
+ * The event under its address and, for `history <identity>`, a copy under its
+ * identity. One operation for the caller: the two puts travel as a nested
+ * transaction (etcd >= 3.3) inside the caller's, all or nothing with it.
+ */
 export function putEvent(etcd: Etcd3, ev: LeaseEvent): IOperation {
-  return etcd.put(keys.event(ev.ip, ev.at, randomBytes(4).toString('hex'))).value(JSON.stringify(ev));
+  const seq = randomBytes(4).toString('hex');
+  const value = JSON.stringify(ev);
+  const byIp = etcd.put(keys.event(ev.ip, ev.at, seq)).value(value);
+  const byIdentity = etcd.put(keys.identityEvent(ev.identity, ev.at, seq)).value(value);
+  return { op: async () => ({ request_txn: { compare: [], success: [await byIp.op(), await byIdentity.op()], failure: [] } }) };
 }
 
 export function del(etcd: Etcd3, key: string): IOperation {

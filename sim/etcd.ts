@@ -70,7 +70,23 @@ export function makeTestPki(dir: string): { ca: string; otherCa: string; server:
   };
 }
 
-export async function startEtcd(o: { tls?: boolean } = {}): Promise<EtcdServer> {
+export interface EtcdOptions {
+  /** Serve TLS with client-certificate auth (a throw-away PKI, makeTestPki). */
+  tls?: boolean;
+  /** etcd --max-txn-ops (default 128): seeding benches write larger transactions. */
+  maxTxnOps?: number;
+  /** etcd --quota-backend-bytes (default 2 GiB). */
+  quotaBytes?: number;
+}
+
+function extraFlags(o: EtcdOptions): string[] {
+  return [
+    ...(o.maxTxnOps !== undefined ? ['--max-txn-ops', String(o.maxTxnOps)] : []),
+    ...(o.quotaBytes !== undefined ? ['--quota-backend-bytes', String(o.quotaBytes)] : []),
+  ];
+}
+
+export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'berth-etcd-'));
   const clientPort = await freePort();
   const peerPort = await freePort();
@@ -97,6 +113,7 @@ export async function startEtcd(o: { tls?: boolean } = {}): Promise<EtcdServer> 
     '--initial-cluster', `berth-test=http://127.0.0.1:${peerPort}`,
     '--log-level', 'error',
     ...tlsArgs,
+    ...extraFlags(o),
   ], { stdio: ['ignore', 'ignore', 'pipe'], cwd: dataDir });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
@@ -125,4 +142,92 @@ export async function startEtcd(o: { tls?: boolean } = {}): Promise<EtcdServer> 
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+export interface EtcdMember {
+  name: string;
+  endpoint: string;
+  pid: number;
+  /** Stops this member only (SIGKILL: a crash, as when a leader dies). */
+  kill(): Promise<void>;
+  running(): boolean;
+}
+
+export interface EtcdCluster {
+  members: EtcdMember[];
+  endpoints: string[];
+  /** The member etcd currently reports as leader, asked of a live member. */
+  leader(): Promise<EtcdMember>;
+  client(): Etcd3;
+  stop(): Promise<void>;
+}
+
+/**
+ * A multi-member etcd on loopback ports, each member a process of its own
+ * (killed by PID), for failover measurements (leader loss). Election timing
+ * is etcd's default (heartbeat 100 ms, election 1000 ms).
+ */
+export async function startEtcdCluster(size = 3, o: EtcdOptions = {}): Promise<EtcdCluster> {
+  const root = mkdtempSync(join(tmpdir(), 'berth-etcd-cluster-'));
+  const specs: { name: string; client: number; peer: number }[] = [];
+  for (let i = 0; i < size; i++) specs.push({ name: `m${i}`, client: await freePort(), peer: await freePort() });
+  const initial = specs.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(',');
+  // One token for all members: it seeds the cluster id they must agree on.
+  const token = `berth-${specs[0].client}`;
+  const clients: Etcd3[] = [];
+  const members: EtcdMember[] = specs.map((m) => {
+    const endpoint = `http://127.0.0.1:${m.client}`;
+    const dataDir = join(root, m.name);
+    const child = spawn('etcd', [
+      '--name', m.name, '--data-dir', dataDir,
+      '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+      '--listen-peer-urls', `http://127.0.0.1:${m.peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peer}`,
+      '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
+      '--log-level', 'error', ...extraFlags(o),
+    ], { stdio: ['ignore', 'ignore', 'ignore'] });
+    if (child.pid === undefined) throw new Error('etcd did not start (is it installed?)');
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const running = () => child.exitCode === null && child.signalCode === null;
+    return {
+      name: m.name, endpoint, pid: child.pid, running,
+      async kill() { if (running()) { process.kill(child.pid as number, 'SIGKILL'); await exited; } },
+      async stopGently() {
+        if (!running()) return;
+        process.kill(child.pid as number, 'SIGTERM');
+        const timer = setTimeout(() => { if (running()) process.kill(child.pid as number, 'SIGKILL'); }, 5000);
+        await exited;
+        clearTimeout(timer);
+      },
+    } as EtcdMember & { stopGently(): Promise<void> };
+  });
+  const endpoints = members.map((m) => m.endpoint);
+  const probe = new Etcd3({ hosts: endpoints, defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }) });
+  try {
+    await eventually(async () => { await probe.put('probe').value('1'); }, { timeoutMs: 30_000, what: `etcd cluster on ${endpoints.join(',')}` });
+  } finally {
+    probe.close();
+  }
+  const cluster: EtcdCluster = {
+    members, endpoints,
+    async leader() {
+      for (const m of members.filter((x) => x.running())) {
+        const c = new Etcd3({ hosts: m.endpoint, defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 1000 }) });
+        try {
+          const st = await c.maintenance.status();
+          const lead = await c.cluster.memberList({});
+          const name = lead.members.find((x) => x.ID === st.leader)?.name;
+          const found = members.find((x) => x.name === name);
+          if (found && found.running()) return found;
+        } catch { /* ask the next member */ } finally { c.close(); }
+      }
+      throw new Error('no member reports a leader');
+    },
+    client() { const c = new Etcd3({ hosts: endpoints }); clients.push(c); return c; },
+    async stop() {
+      for (const c of clients.splice(0)) c.close();
+      await Promise.all(members.map((m) => (m as EtcdMember & { stopGently(): Promise<void> }).stopGently()));
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+  return cluster;
 }

@@ -108,3 +108,36 @@ test('a bind the view calls "another interface of yours" is confirmed in etcd be
   const now = await client.get(keys.lease('si', ip)).json() as { state: string; binding?: { ifName: string; network?: string } };
   t.like(now, { state: 'bound', binding: { ifName: 'net1', network: 'berth' } });
 });
+
+test('the view\'s per-pool and per-host counters always equal a recount of its leases', async (t) => {
+  const { client, view } = await storeWithView(t);
+  const states = ['bound', 'held'] as const;
+  let last = 0n;
+  // A deterministic mix of creates, state changes, host moves, pins and deletes.
+  for (let i = 0; i < 300; i++) {
+    const ip = `198.18.54.${(i * 7) % 40 + 2}`;
+    const key = keys.lease('cnt', ip);
+    if (i % 11 === 5) { last = BigInt((await client.delete().key(key)).header.revision); continue; }
+    const state = states[(i * 5) % 2];
+    const value = { pool: 'cnt', ip, identity: `id-${ip}`, state, pinned: i % 13 === 0, createdAt: '', updatedAt: '',
+      ...(state === 'bound' ? { binding: { host: `h${i % 3}`, containerId: `c${i}`, ifName: 'eth0', boundAt: '' } } : {}) };
+    last = BigInt((await client.put(key).value(JSON.stringify(value))).header.revision);
+  }
+  await view.caughtUp(last);
+  const recount = () => {
+    const c = { bound: 0, held: 0, pinned: 0 };
+    const hosts = new Map<string, number>();
+    for (const l of view.leasesOf('cnt').values()) {
+      if (l.state === 'bound') c.bound++; else c.held++;
+      if (l.pinned) c.pinned++;
+      if (l.binding) hosts.set(l.binding.host, (hosts.get(l.binding.host) ?? 0) + 1);
+    }
+    return { c, hosts };
+  };
+  const { c, hosts } = recount();
+  t.deepEqual(view.countsOf('cnt'), c);
+  for (const h of ['h0', 'h1', 'h2']) t.is(view.leasesOnHost(h), hosts.get(h) ?? 0, h);
+  // And the same after a relist rebuilds them from scratch.
+  await (view as unknown as { relistSoon(why: string): Promise<void> }).relistSoon('test');
+  t.deepEqual(view.countsOf('cnt'), c);
+});

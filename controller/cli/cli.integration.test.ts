@@ -13,6 +13,7 @@ import { ControllerClient } from '../../common/controller-client';
 import { keys } from '../../common/keys';
 import { silentLogger } from '../../common/log';
 import { freePort, startEtcd, type EtcdServer } from '../../sim/etcd';
+import { seedLeases } from '../../sim/seed';
 import { startController, type RunningController } from '../app';
 
 const MAIN = join(__dirname, 'main.js');
@@ -271,4 +272,46 @@ test('a token-protected controller needs --token-file', async (t) => {
   t.regex(await ok(t, ['--token-file', good, 'hosts', 'ls'], env), /^NAME\s+UNDERLAY/);
   t.regex(await ok(t, ['leases', 'ls'], { ...env, BERTH_TOKEN_FILE: good }), /^IP\s+POOL/);
   t.regex(await fails(t, ['pools', 'ls', '--token-file', join(tmp, 'missing')], 2, env), /^berthctl: cannot read token file: .*ENOENT$/);
+});
+
+test('leases ls and history page with --limit and --continue, and --all follows every page', async (t) => {
+  await seedLeases(etcd.client(), { pool: 'pg', cidr: '198.18.42.0/24', count: 25, hosts: ['node-p'] });
+  // Offsets 2..26: the seed skips the network address and the gateway.
+  const want = Array.from({ length: 25 }, (_, i) => `198.18.42.${i + 2}`).sort();
+  const pages: LeaseView[][] = [];
+  let token: string | undefined;
+  do {
+    const page = await okJson<{ leases: LeaseView[]; continue?: string }>(t, ['leases', 'ls', '--pool', 'pg', '--limit', '10', ...(token ? ['--continue', token] : [])]);
+    pages.push(page.leases);
+    token = page.continue;
+  } while (token !== undefined && pages.length < 10);
+  t.deepEqual(pages.map((p) => p.length), [10, 10, 5]);
+  t.deepEqual(pages.flat().map((l) => l.ip).sort(), want, 'every lease exactly once');
+
+  const onePage = await ok(t, ['leases', 'ls', '--pool', 'pg', '--limit', '10']);
+  t.is(onePage.split('\n').filter((l) => l.startsWith('198.18.42.')).length, 10);
+  t.regex(onePage, /\nmore: pass --continue \S+\n$/);
+  const all = await okJson<{ leases: LeaseView[] }>(t, ['leases', 'ls', '--pool', 'pg', '--limit', '7', '--all']);
+  t.deepEqual(all.leases.map((l) => l.ip).sort(), want);
+  t.is((await ok(t, ['leases', 'ls', '--pool', 'pg'])).split('\n').filter((l) => l.startsWith('198.18.42.')).length, 25);
+  t.deepEqual((await okJson<{ leases: LeaseView[] }>(t, ['leases', 'ls', '--host', 'node-p', '--limit', '100'])).leases.length, 25);
+  t.regex(await fails(t, ['leases', 'ls', '--pool', 'pg', '--continue', 'not-a-token'], 2), /^berthctl: continue token is not one this API issued: continue$/);
+
+  // Five events for one identity: bind, then release and rebind twice.
+  const who = 'k8s/pg/paged-0';
+  await api.bind('pg', { identity: who, host: 'node-p', containerId: 'p0', ifName: 'eth0' });
+  for (const c of ['p1', 'p2']) {
+    await api.release('pg', { identity: who, containerId: c === 'p1' ? 'p0' : 'p1' });
+    await api.bind('pg', { identity: who, host: 'node-p', containerId: c, ifName: 'eth0' });
+  }
+  const full = (await okJson<{ events: LeaseEvent[] }>(t, ['leases', 'history', who])).events.map((e) => e.kind);
+  t.deepEqual(full, ['allocated', 'released', 'bound', 'released', 'bound']);
+  const newest = await okJson<{ events: LeaseEvent[]; continue?: string }>(t, ['leases', 'history', who, '--limit', '2']);
+  t.deepEqual(newest.events.map((e) => e.kind), ['released', 'bound']);
+  t.truthy(newest.continue);
+  const older = await okJson<{ events: LeaseEvent[]; continue?: string }>(t, ['leases', 'history', who, '--limit', '2', '--continue', newest.continue as string]);
+  t.deepEqual(older.events.map((e) => e.kind), ['released', 'bound']);
+  t.not(older.events[1].containerId, newest.events[1].containerId);
+  t.deepEqual((await okJson<{ events: LeaseEvent[] }>(t, ['leases', 'history', who, '--limit', '2', '--all'])).events.map((e) => e.kind), full);
+  t.regex(await ok(t, ['leases', 'history', who, '--limit', '2']), /\nmore: pass --continue \S+\n$/);
 });

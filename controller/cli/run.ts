@@ -20,6 +20,8 @@ import {
 import { isIpAddress, parseDuration, parseInstant, parseIpArg, parseIpList, parsePositiveInt } from './parse';
 
 export const DEFAULT_CONTROLLER = 'http://127.0.0.1:7480';
+/** Page size when berthctl follows every page of a listing. */
+const ALL_PAGE = 5000;
 
 export interface Writable { write(text: string): unknown }
 
@@ -140,11 +142,27 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .option('--host <host>', 'only leases bound on this host')
     .addOption(new Option('--state <state>', 'only this state').choices(['bound', 'held', 'pinned']))
     .option('--identity <identity>', 'only this identity')
+    .option('--limit <n>', 'one page of at most n leases, and a --continue token when more follow', arg(parsePositiveInt))
+    .option('--continue <token>', 'the next page of an earlier listing (same filters)')
+    .option('--all', 'follow every page (the default without --limit)')
     .addOption(jsonOpt())
-    .action(async (o: LeaseFilter & { json?: boolean }, cmd: Command) => {
-      const { json: asJson, ...filter } = o;
-      const r = await connect(cmd).leases(filter);
-      out(asJson ? json(r) : leasesTable(r.leases));
+    .action(async (o: LeaseFilter & { json?: boolean; all?: boolean }, cmd: Command) => {
+      const { json: asJson, all, ...filter } = o;
+      const c = connect(cmd);
+      if (filter.limit !== undefined && !all) {
+        const r = await c.leases(filter);
+        out(asJson ? json(r) : leasesTable(r.leases) + moreHint(r.continue));
+        return;
+      }
+      const leases: LeaseView[] = [];
+      // Following pages: large ones, as each page costs the controller (and etcd) a range read.
+      const limit = filter.limit ?? ALL_PAGE;
+      for (let token = filter.continue, first = true; first || token !== undefined; first = false) {
+        const r = await c.leases({ ...filter, limit, continue: token });
+        leases.push(...r.leases);
+        token = r.continue;
+      }
+      out(asJson ? json({ leases }) : leasesTable(leases));
     });
   leases.command('show <ip-or-identity>').description('who holds an address, or which address an identity holds')
     .option('--pool <pool>', 'look only in this pool')
@@ -158,16 +176,27 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .option('--at <time>', 'only the event in force at this time (ISO 8601, "YYYY-MM-DD HH:MM" local, "yesterday 14:02", "2h ago")', arg((s) => parseInstant(s, now())))
     .option('--since <time>', 'events at or after this time', arg((s) => parseInstant(s, now())))
     .option('--until <time>', 'events at or before this time', arg((s) => parseInstant(s, now())))
-    .option('--limit <n>', 'at most the n most recent events', arg(parsePositiveInt))
+    .option('--limit <n>', 'at most the n most recent events (one page; the default page is 1000)', arg(parsePositiveInt))
+    .option('--continue <token>', 'the next (older) page of an earlier query')
+    .option('--all', 'follow every page back to the oldest event kept')
     .addOption(jsonOpt())
-    .action(async (subject: string, o: { at?: string; since?: string; until?: string; limit?: number; json?: boolean }, cmd: Command) => {
+    .action(async (subject: string, o: { at?: string; since?: string; until?: string; limit?: number; continue?: string; all?: boolean; json?: boolean }, cmd: Command) => {
       const byIp = isIpAddress(subject);
-      const r = await connect(cmd).history({
-        ...(byIp ? { ip: subject } : { identity: subject }), at: o.at, since: o.since, until: o.until, limit: o.limit,
-      });
+      const c = connect(cmd);
+      const q = { ...(byIp ? { ip: subject } : { identity: subject }), at: o.at, since: o.since, until: o.until, limit: o.limit };
+      let r = await c.history({ ...q, continue: o.continue });
+      if (o.all) {
+        // Pages come newest first; each one is older than the last.
+        const events = [...r.events];
+        while (r.continue !== undefined) {
+          r = await c.history({ ...q, continue: r.continue });
+          events.unshift(...r.events);
+        }
+        r = { events };
+      }
       if (o.json) out(json(r));
       else if (o.at !== undefined) out(describeAt(subject, o.at, r.events));
-      else out(historyTable(r.events));
+      else out(historyTable(r.events) + moreHint(r.continue));
     });
   leases.command('pin <identity>').description('reserve an address for an identity forever (before or after it exists)')
     .requiredOption('--pool <pool>', 'pool to pin in')
@@ -241,6 +270,11 @@ function readToken(file: string): string {
   const token = text.trim();
   if (token === '') throw new BerthError('InvalidConfig', file, 'token file is empty');
   return token;
+}
+
+/** The last line of a page that has more after it: how to ask for the next one. */
+function moreHint(token: string | undefined): string {
+  return token === undefined ? '' : `more: pass --continue ${token}\n`;
 }
 
 async function leaseOfIdentity(c: ControllerClient, identity: string, pool?: string): Promise<LeaseView> {
