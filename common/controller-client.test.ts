@@ -84,3 +84,22 @@ test('an answer is final: 4xx and other 5xx kinds do not fail over', async (t) =
     c.close();
   }
 });
+
+test('an error answer without a Berth error body becomes one clear error coded by its status, never Internal: {}', async (t) => {
+  for (const [status, body, kind, msg] of [
+    [431, '', 'RequestTooLarge', 'controller answered 431 Request Header Fields Too Large'],
+    [400, '', 'InvalidRequest', 'controller answered 400 Bad Request'],
+    [401, '{}', 'Unauthorized', 'controller answered 401 Unauthorized'],
+    [413, '<html>too big</html>', 'RequestTooLarge', 'controller answered 413 Payload Too Large'],
+    [404, '{"message":"no"}', 'NotFound', 'controller answered 404 Not Found'],
+    [500, '', 'Internal', 'controller answered 500 Internal Server Error'],
+  ] as const) {
+    const r = await replica(`plain-${status}-${body.length}`, status, body);
+    const c = new ControllerClient({ url: r.url });
+    const err = await t.throwsAsync(c.health()) as BerthError;
+    t.is(err.kind, kind, `${status} ${body}`);
+    t.is(err.message, msg);
+    t.is(err.details, body === '' ? 'empty body' : body);
+    c.close();
+  }
+});
