@@ -14,7 +14,7 @@ import { TlsFiles, type TlsMaterial } from '../common/tls';
 import { queryHistory } from './history';
 import { declareDead, hostViews } from './hosts';
 import {
-  answerClientError, bearerToken, checkHost, decodeSegment, isJsonContentType, parseJsonObject, parseTarget, readBody,
+  answerClientError, answerConnect, bearerToken, checkHost, decodeSegment, isJsonContentType, parseJsonObject, parseTarget, readBody,
 } from './request';
 import type { LeaseStore } from './store';
 
@@ -91,6 +91,8 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
     try {
       const target = parseTarget(req.url);
       path = target.path;
+      // RFC 9112 3.2: HTTP/1.1 requires Host. Node checks it too, but answers with an empty body; this one is JSON.
+      if (req.headers.host === undefined && req.httpVersion === '1.1') throw new BerthError('InvalidRequest', 'no Host header', 'an HTTP/1.1 request needs a Host header');
       const hosts = opts.allowedHosts?.();
       if (hosts) checkHost(req.headers.host, hosts);
       if (path !== '/healthz') authorize(req, opts);
@@ -161,14 +163,14 @@ function tokenMatches(header: string | undefined, token: string): boolean {
 function createServer(handle: http.RequestListener, tls: ApiOptions['tls'], log: Logger): ApiServer {
   let server: ApiServer;
   if (!tls) {
-    server = http.createServer(handle);
+    server = http.createServer({ requireHostHeader: false }, handle);
   } else {
     const options = (m: TlsMaterial): https.ServerOptions => ({
       cert: m.cert, key: m.key, ...(m.ca ? { ca: m.ca } : {}),
       // Verified, but not enforced by TLS: the request handler answers a JSON 401 naming what is wrong.
       requestCert: tls.clientCertRequired, rejectUnauthorized: false,
     });
-    const s = https.createServer(options(tls.files.load()), handle);
+    const s = https.createServer({ ...options(tls.files.load()), requireHostHeader: false }, handle);
     s.prependListener('connection', () => {
       const next = tls.files.reload((e) => log.error('TLS files changed but cannot be loaded; still serving the previous certificate', { error: e.message, details: e.details }));
       if (!next) return;
@@ -181,5 +183,6 @@ function createServer(handle: http.RequestListener, tls: ApiOptions['tls'], log:
     server = s;
   }
   server.on('clientError', answerClientError);
+  server.on('connect', answerConnect);
   return server;
 }

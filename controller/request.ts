@@ -189,4 +189,10 @@ export function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: unk
   socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
 }
 
+/** CONNECT (a proxy's method) never reaches the request handler in Node: answer it here, 405 like any unknown method. */
+export function answerConnect(req: IncomingMessage, socket: Socket): void {
+  const text = JSON.stringify({ error: new BerthError('MethodNotAllowed', `CONNECT ${(req.url ?? '').slice(0, 200)}: the API is not a proxy`).toBody() });
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+}
+
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };

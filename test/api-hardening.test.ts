@@ -15,6 +15,7 @@ import { isBerthError, type BerthError } from '../common/errors';
 import { silentLogger } from '../common/log';
 import { MAX_BODY } from '../controller/request';
 import { startEtcd, type EtcdServer } from '../sim/etcd';
+import { rawRequest, type RawAnswer } from './harness/raw-http';
 
 let etcd: EtcdServer;
 let ctl: RunningController;
@@ -36,28 +37,8 @@ test.after.always(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Answer { status: number; headers: Record<string, string>; body: any; raw: string }
-
-/** Sends `head` (request line and headers, without the blank line) and `body` on a fresh connection and reads until it closes. */
-export function raw(head: string, body = '', where: net.NetConnectOpts = { port, host: '127.0.0.1' }, opts: { keepOpen?: boolean } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(where);
-    let text = '';
-    s.on('data', (d) => { text += d.toString('latin1'); });
-    s.on('error', reject);
-    s.on('close', () => {
-      const split = text.indexOf('\r\n\r\n');
-      const [statusLine, ...lines] = text.slice(0, split).split('\r\n');
-      const headers: Record<string, string> = {};
-      for (const l of lines) { const i = l.indexOf(':'); headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim(); }
-      const rest = text.slice(split + 4);
-      let parsed: unknown;
-      try { parsed = JSON.parse(rest); } catch { parsed = undefined; }
-      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: parsed, raw: text });
-    });
-    s.write(`${head}\r\n${opts.keepOpen ? '' : 'Connection: close\r\n'}\r\n${body}`);
-  });
-}
+type Answer = RawAnswer;
+const raw = (head: string, body = '', where: net.NetConnectOpts = { port, host: '127.0.0.1' }, opts: { keepOpen?: boolean } = {}) => rawRequest(where, head, body, opts);
 
 const hostHdr = () => `Host: 127.0.0.1:${port}`;
 const jsonError = (t: any, a: Answer, status: number, code: string) => {
