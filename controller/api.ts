@@ -1,7 +1,15 @@
 /**
  * The controller's JSON HTTP API (routes listed in common/api.ts). Node's
- * http only. Every failure leaves as {error: ErrorBody} with the status from
- * the error table; only Internal errors are logged with a stack.
+ * http(s) only. Every failure leaves as {error: ErrorBody} with the status
+ * from the error table, including what Node's parser rejects; only Internal
+ * errors are logged with a stack.
+ *
+ * A request passes, in order: the target (parsed without throwing), Host
+ * (loopback listeners: DNS-rebinding protection), who is calling (client
+ * certificate and/or bearer token; /healthz needs neither), the route and
+ * method (405 with Allow), the content type of writes (415), and a body read
+ * within size, depth and time limits. The checks live in request.ts, the
+ * listener policy in listen-policy.ts; docs/operations.md lists the answers.
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -118,17 +126,16 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
 }
 
 /** Methods whose requests carry a JSON body; they must say so (415 otherwise), which also keeps browser form posts out. */
-const BODY_METHODS = new Set(['POST', 'PATCH', 'PUT']);
+const BODY_METHODS = new Set(['POST', 'PATCH']);
 
 /** Token and client certificate, each required when configured (a unix socket has no certificate: its mode is its guard). */
 function authorize(req: http.IncomingMessage, opts: ApiOptions): void {
   const socket = req.socket as TLSSocket;
-  if (opts.tls?.clientCertRequired && socket.encrypted) {
-    if (!socket.authorized) {
-      const why = socket.authorizationError ? String(socket.authorizationError) : 'none presented';
-      const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
-      throw new BerthError('Unauthorized', `client certificate: ${presented ? why : 'none presented'}`, presented ? 'client certificate rejected' : 'client certificate required');
-    }
+  if (opts.tls?.clientCertRequired && !socket.authorized) {
+    const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+    throw presented
+      ? new BerthError('Unauthorized', `client certificate: ${String(socket.authorizationError)}`, 'client certificate rejected')
+      : new BerthError('Unauthorized', 'client certificate: none presented', 'client certificate required');
   }
   if (opts.token !== undefined && !tokenMatches(req.headers.authorization, opts.token)) {
     throw new BerthError('Unauthorized');
