@@ -134,8 +134,8 @@ function authorize(req: http.IncomingMessage, opts: ApiOptions): void {
   if (opts.tls?.clientCertRequired && !socket.authorized) {
     const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
     throw presented
-      ? new BerthError('Unauthorized', `client certificate: ${String(socket.authorizationError)}`, 'client certificate rejected')
-      : new BerthError('Unauthorized', 'client certificate: none presented', 'client certificate required');
+      ? new BerthError('Unauthorized', String(socket.authorizationError), 'client certificate rejected')
+      : new BerthError('Unauthorized', 'none presented (pass --cert and --key)', 'client certificate required');
   }
   if (opts.token !== undefined && !tokenMatches(req.headers.authorization, opts.token)) {
     throw new BerthError('Unauthorized');
