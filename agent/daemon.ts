@@ -18,7 +18,7 @@
  * agent restarts.
  */
 import type { Etcd3 } from 'etcd3';
-import { ControllerClient } from '../common/controller-client';
+import { ControllerClient, type ClientTlsFiles } from '../common/controller-client';
 import { BerthError, castError } from '../common/errors';
 import { openEtcd, type EtcdConnection } from '../common/etcd';
 import { keys } from '../common/keys';
@@ -45,6 +45,8 @@ export interface AgentOptions {
   etcd: EtcdConnection;
   /** http(s)://host:port or unix:///path/controller.sock; several (replicas): calls fail over between them. */
   controllerUrl: string | string[];
+  /** --ca, --cert, --key for an https:// controller (common/controller-client.ts). */
+  controllerTls?: ClientTlsFiles;
   token?: string;
   host: string;
   /** Own underlay address; found on underlayDev when absent. */
@@ -181,7 +183,7 @@ export class Agent {
     if (kicked) this.firstFirewall = await firstFirewall;
 
     this.controller = new ControllerClient({
-      url: o.controllerUrl, token: o.token,
+      url: o.controllerUrl, token: o.token, tls: o.controllerTls,
       onFailover: (f) => this.log.warn('controller failover', f),
     });
     const etcd = this.etcd;

@@ -8,7 +8,8 @@
 import { hostname } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_AGENT_SOCKET } from '../common/agent-protocol';
-import { addEtcdOptions, etcdConnectionFrom, oneLineErrors, positiveInt, readTokenFile } from '../common/daemon-cli';
+import { checkClientTls } from '../common/controller-client';
+import { addEtcdOptions, etcdConnectionFrom, jsonWarnings, oneLineErrors, positiveInt, readTokenFile } from '../common/daemon-cli';
 import { castError } from '../common/errors';
 import { NAME_RE } from '../common/keys';
 import { createLogger } from '../common/log';
@@ -50,6 +51,9 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')))
   .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path; repeat it or give a comma list for replicas (fails over)', collectUrl, defaultController)
   .option('--token-file <file>', 'bearer token for the controller API')
+  .option('--ca <file>', 'CA bundle that signed the controller\'s https certificate (default: system roots)')
+  .option('--cert <file>', 'client certificate for the controller API (mTLS), re-read when it changes')
+  .option('--key <file>', 'private key of --cert')
   .option('--host <name>', 'this host\'s name in etcd', name, hostname().toLowerCase())
   .option('--underlay-ip <ip>', 'own underlay address (default: the first IPv4 address on --underlay-dev)', ipv4)
   .option('--underlay-dev <ifname>', 'underlay interface; its MTU - 50 is the overlay MTU (default: the one holding --underlay-ip)')
@@ -68,6 +72,7 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts();
   const log = createLogger({ component: 'agent' });
+  jsonWarnings(log);
   if (!o.underlayIp && !o.underlayDev) program.error('error: one of --underlay-ip or --underlay-dev is required');
   let noMasquerade: string[] = Array.isArray(o.masquerade) ? o.masquerade : [];
   if (!Array.isArray(o.masquerade) && process.env.BERTH_NO_MASQUERADE) {
@@ -78,9 +83,11 @@ async function main(): Promise<void> {
     }
   }
   const isolation = o.isolation !== false && process.env.BERTH_ISOLATION !== '0';
+  const controllerTls = o.ca || o.cert || o.key ? { caFile: o.ca, certFile: o.cert, keyFile: o.key } : undefined;
+  checkClientTls(o.controller, controllerTls);
   const agent = new Agent({
     etcd: etcdConnectionFrom(o),
-    controllerUrl: o.controller, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
+    controllerUrl: o.controller, controllerTls, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
     socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, noMasquerade, isolation, log,
   });
   let stopping = false;

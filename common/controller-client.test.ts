@@ -4,12 +4,15 @@
  * stand in for replicas, each answering one fixed way.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ControllerClient, controllerUrls } from './controller-client';
+import { ControllerClient, connectionError, controllerUrls } from './controller-client';
 import { BerthError } from './errors';
+import { Pki } from '../sim/pki';
 
 const dir = mkdtempSync(join(tmpdir(), 'berth-cc-'));
 const servers: Server[] = [];
@@ -83,4 +86,61 @@ test('an answer is final: 4xx and other 5xx kinds do not fail over', async (t) =
     t.is(c.currentUrl, first.url);
     c.close();
   }
+});
+
+test('an error answer without a Berth error body becomes one clear error coded by its status, never Internal: {}', async (t) => {
+  for (const [status, body, kind, msg] of [
+    [431, '', 'RequestTooLarge', 'controller answered 431 Request Header Fields Too Large'],
+    [400, '', 'InvalidRequest', 'controller answered 400 Bad Request'],
+    [401, '{}', 'Unauthorized', 'controller answered 401 Unauthorized'],
+    [413, '<html>too big</html>', 'RequestTooLarge', 'controller answered 413 Payload Too Large'],
+    [404, '{"message":"no"}', 'NotFound', 'controller answered 404 Not Found'],
+    [500, '', 'Internal', 'controller answered 500 Internal Server Error'],
+  ] as const) {
+    const r = await replica(`plain-${status}-${body.length}`, status, body);
+    const c = new ControllerClient({ url: r.url });
+    const err = await t.throwsAsync(c.health()) as BerthError;
+    t.is(err.kind, kind, `${status} ${body}`);
+    t.is(err.message, msg);
+    t.is(err.details, body === '' ? 'empty body' : body);
+    c.close();
+  }
+});
+
+test('connection failures: certificate and TLS protocol errors are TlsFailed naming the flag to check; the rest TryAgainLater', (t) => {
+  const e = (code: string, message: string) => Object.assign(new Error(message), { code });
+  t.like(connectionError('https://c:1', e('CERT_HAS_EXPIRED', 'certificate has expired')),
+    { kind: 'TlsFailed', message: 'controller certificate not trusted', details: 'https://c:1: certificate has expired (CERT_HAS_EXPIRED); check --ca' });
+  t.like(connectionError('https://c:1', e('ERR_TLS_CERT_ALTNAME_INVALID', "Hostname/IP does not match certificate's altnames")), { kind: 'TlsFailed' });
+  t.like(connectionError('https://c:1', e('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'tlsv13 alert certificate required')),
+    { kind: 'TlsFailed', message: 'TLS handshake with the controller failed' });
+  t.regex(connectionError('https://c:1', e('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'tlsv13 alert certificate required')).details ?? '', /--cert, --key/);
+  t.like(connectionError('https://c:1', e('EPROTO', 'write EPROTO wrong version number')), { kind: 'TlsFailed' });
+  t.like(connectionError('https://c:1', e('ECONNREFUSED', 'connect ECONNREFUSED')), { kind: 'TryAgainLater', message: 'controller unreachable' });
+});
+
+test('a replica whose certificate is not trusted fails over to one that is', async (t) => {
+  const pki = new Pki();
+  t.teardown(() => pki.close());
+  const ca = pki.ca('ca');
+  const stranger = pki.ca('stranger');
+  const serve = async (cert: { cert: string; key: string }) => {
+    const srv = createHttpsServer({ cert: readFileSync(cert.cert), key: readFileSync(cert.key) }, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+    });
+    servers.push(srv as unknown as Server);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    return `https://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  };
+  const bad = await serve(pki.issue(stranger, 'bad'));
+  const good = await serve(pki.issue(ca, 'good'));
+  const moves: { why: string }[] = [];
+  const c = new ControllerClient({ url: [bad, good], tls: { caFile: ca.cert }, onFailover: (f) => moves.push(f) });
+  t.teardown(() => c.close());
+  t.like(await c.health(), { status: 'ok' });
+  t.is(c.currentUrl, good);
+  t.regex(moves[0].why, /^controller certificate not trusted: https:\/\/127\.0\.0\.1:\d+: .*check --ca$/);
+  const only = new ControllerClient({ url: bad, tls: { caFile: ca.cert } });
+  t.teardown(() => only.close());
+  await t.throwsAsync(only.health(), { message: 'controller certificate not trusted' });
 });

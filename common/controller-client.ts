@@ -19,15 +19,44 @@ import type {
   BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryPage, HistoryQuery, HostView, LeaseFilter, LeasePage, LeaseView,
   PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
 } from './api';
-import { BerthError, fromBody } from './errors';
+import { BerthError, fromBody, isErrorKind, type ErrorKind } from './errors';
+import { TlsFiles, checkPair } from './tls';
 
 export interface ClientOptions {
   /** http(s)://host:port, or unix:///path/to/controller.sock; a comma list or an array names several replicas. */
   url: string | string[];
   token?: string;
   timeoutMs?: number;
+  /**
+   * For https:// endpoints: verify the controller against caFile (instead of
+   * the system roots) and present certFile/keyFile as a client certificate
+   * (mTLS). The files are re-read when they change on disk.
+   */
+  tls?: ClientTlsFiles;
   /** Called when calls move to another replica because `from` failed with `why`. */
   onFailover?: (e: { from: string; to: string; why: string }) => void;
+}
+
+/** The client's TLS files and the flags that named them (for errors): berthctl and the agent both use --ca, --cert, --key. */
+export interface ClientTlsFiles { caFile?: string; certFile?: string; keyFile?: string }
+
+export function clientTlsFiles(f: ClientTlsFiles): TlsFiles | undefined {
+  const file = (path: string | undefined, flag: string) => (path ? { path, flag } : undefined);
+  const set = { ca: file(f.caFile, '--ca'), cert: file(f.certFile, '--cert'), key: file(f.keyFile, '--key') };
+  checkPair(set.cert, set.key);
+  if (!set.ca && !set.cert) return undefined;
+  const files = new TlsFiles(set);
+  files.load();
+  return files;
+}
+
+/** Loads and checks the client's TLS files for these URLs: one-line InvalidConfig errors for a missing or bad file, or TLS files without an https:// URL. */
+export function checkClientTls(url: string | string[], f: ClientTlsFiles | undefined): TlsFiles | undefined {
+  const files = f ? clientTlsFiles(f) : undefined;
+  if (files && !controllerUrls(url).some((u) => /^https:\/\//i.test(u))) {
+    throw new BerthError('InvalidConfig', controllerUrls(url).join(','), '--ca/--cert/--key need an https:// controller URL');
+  }
+  return files;
 }
 
 interface Endpoint {
@@ -66,8 +95,10 @@ export class ControllerClient {
   private readonly endpoints: Endpoint[];
   /** The replica calls go to first: the last one that answered. */
   private current = 0;
+  private readonly tls: TlsFiles | undefined;
   constructor(private readonly opts: ClientOptions) {
     this.endpoints = controllerUrls(opts.url).map(endpoint);
+    this.tls = checkClientTls(opts.url, opts.tls);
   }
 
   /** The endpoint calls go to first (for logs and tests). */
@@ -139,33 +170,71 @@ export class ControllerClient {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (payload) { headers['content-type'] = 'application/json'; headers['content-length'] = String(payload.length); }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
-    const mod = url.protocol === 'https:' ? https : http;
+    const secure = url.protocol === 'https:' && ep.socketPath === undefined;
+    const mod = secure ? https : http;
+    // Per-request TLS material: https.Agent pools sockets by it, so a rotated certificate gets fresh connections.
+    const tls = secure && this.tls ? this.tls.current() : {};
     return new Promise<T>((resolve, reject) => {
-      const req = mod.request(url, { method, headers, agent: ep.agent, socketPath: ep.socketPath, timeout: this.opts.timeoutMs ?? 10_000 }, (res) => {
+      const req = mod.request(url, { method, headers, agent: ep.agent, socketPath: ep.socketPath, timeout: this.opts.timeoutMs ?? 10_000, ...tls }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown;
           const status = res.statusCode ?? 500;
-          try { parsed = text ? JSON.parse(text) : {}; } catch {
-            const err = new BerthError('Internal', `${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply');
+          let parsed: unknown;
+          try { parsed = text ? JSON.parse(text) : undefined; } catch { parsed = undefined; }
+          if (status >= 400) {
+            const body = (parsed as { error?: { code?: unknown } } | undefined)?.error;
+            if (body && isErrorKind(body.code)) {
+              const err = fromBody(body);
+              return reject(status >= 500 && err.kind === 'StoreUnavailable' ? failover(err) : err);
+            }
+            // Not an error body of ours (a proxy, Node's parser, an empty 431): the status says what kind it is.
+            const err = statusError(status, res.statusMessage, text);
             return reject(status >= 500 ? failover(err) : err);
           }
-          if (status >= 400) {
-            const err = fromBody((parsed as { error?: unknown }).error ?? parsed);
-            return reject(status >= 500 && err.kind === 'StoreUnavailable' ? failover(err) : err);
+          if (parsed === undefined && text !== '') {
+            return reject(new BerthError('Internal', `${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply'));
           }
-          resolve(parsed as T);
+          resolve((parsed ?? {}) as T);
         });
         res.on('error', (e) => reject(failover(new BerthError('TryAgainLater', `${ep.where}: ${e.message}`, 'controller connection failed'))));
       });
       const where = ep.where;
       req.on('timeout', () => req.destroy(new Error(`no reply from ${where} within ${this.opts.timeoutMs ?? 10_000} ms`)));
-      req.on('error', (e) => reject(failover(new BerthError('TryAgainLater', `${where}: ${e.message}`, 'controller unreachable'))));
+      req.on('error', (e) => reject(failover(connectionError(where, e))));
       req.end(payload);
     });
   }
+}
+
+/** The kind an error answer without a Berth error body stands for, by its status. */
+const STATUS_KINDS: Record<number, ErrorKind> = {
+  400: 'InvalidRequest', 401: 'Unauthorized', 403: 'Unauthorized', 404: 'NotFound', 405: 'MethodNotAllowed', 408: 'RequestTimeout',
+  409: 'InvalidRequest', 413: 'RequestTooLarge', 414: 'RequestTooLarge', 415: 'UnsupportedMediaType', 429: 'TryAgainLater',
+  431: 'RequestTooLarge', 502: 'TryAgainLater', 503: 'TryAgainLater', 504: 'TryAgainLater',
+};
+
+export function statusError(status: number, statusText: string | undefined, text: string): BerthError {
+  const kind = STATUS_KINDS[status] ?? (status >= 500 ? 'Internal' : 'InvalidRequest');
+  const reason = statusText || http.STATUS_CODES[status] || 'error';
+  const shown = text.trim() === '' ? 'empty body' : text.replace(/\s+/g, ' ').trim().slice(0, 200);
+  return new BerthError(kind, shown, `controller answered ${status} ${reason}`);
+}
+
+/**
+ * TLS failures are TlsFailed, naming the reason and the flag that can fix
+ * it; everything else at the connection level is TryAgainLater.
+ */
+export function connectionError(where: string, e: NodeJS.ErrnoException): BerthError {
+  const code = e.code ?? '';
+  const verify = /^(UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|CERT_|ERR_TLS_CERT_ALTNAME|HOSTNAME_MISMATCH)/.test(code);
+  if (verify) return new BerthError('TlsFailed', `${where}: ${e.message} (${code}); check --ca`, 'controller certificate not trusted');
+  if (/^ERR_SSL_|^EPROTO$|^ERR_TLS_/.test(code) || /alert|handshake|wrong version number/i.test(e.message)) {
+    const hint = /certificate required|handshake failure/i.test(e.message) ? '; the controller may require a client certificate (--cert, --key)' : '';
+    return new BerthError('TlsFailed', `${where}: ${e.message.replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '')}${code ? ` (${code})` : ''}${hint}`);
+  }
+  return new BerthError('TryAgainLater', `${where}: ${e.message}`, 'controller unreachable');
 }
 
 function enc(s: string): string { return encodeURIComponent(s); }

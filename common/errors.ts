@@ -40,6 +40,11 @@ export const ERROR_TABLE = {
   HostNotFound: [120, 404, 3, 'no such host'],
   HostAlive: [121, 409, 4, 'host is alive'],
   ContinueExpired: [135, 410, 4, 'listing expired, start it again'],
+  MethodNotAllowed: [150, 405, 2, 'method not allowed'],
+  RequestTooLarge: [151, 413, 2, 'request too large'],
+  UnsupportedMediaType: [152, 415, 2, 'request body must be application/json'],
+  RequestTimeout: [153, 408, 5, 'request body not received in time'],
+  TlsFailed: [154, 502, 6, 'TLS handshake with the controller failed'],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 export type ErrorKind = keyof typeof ERROR_TABLE;

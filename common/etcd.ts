@@ -11,10 +11,10 @@
  * reads of many keys keep the whole budget per attempt). What is
  * retried and what trips the per-member breaker is in etcd-faults.ts.
  */
-import { readFileSync } from 'node:fs';
 import { Etcd3, type CallContext, type IOptions } from 'etcd3';
 import { memberBreaker, retryWithin } from './etcd-faults';
 import { setPageSize } from './etcd-paged';
+import { checkTlsMaterial, readTlsFile, type TlsFileSet } from './tls';
 
 export interface EtcdConnection {
   endpoints: string[];
@@ -51,11 +51,17 @@ export function openEtcd(c: EtcdConnection): Etcd3 {
     },
   };
   if (c.caFile) {
-    opts.credentials = {
-      rootCertificate: readFileSync(c.caFile),
-      ...(c.keyFile ? { privateKey: readFileSync(c.keyFile) } : {}),
-      ...(c.certFile ? { certChain: readFileSync(c.certFile) } : {}),
+    // Read and checked here so a bad file is named by its flag, not reported as an internal ENOENT.
+    const files: TlsFileSet = {
+      ca: { path: c.caFile, flag: '--etcd-ca' },
+      ...(c.certFile ? { cert: { path: c.certFile, flag: '--etcd-cert' } } : {}),
+      ...(c.keyFile ? { key: { path: c.keyFile, flag: '--etcd-key' } } : {}),
     };
+    const ca = readTlsFile(files.ca!);
+    const cert = files.cert && readTlsFile(files.cert);
+    const key = files.key && readTlsFile(files.key);
+    checkTlsMaterial({ ca, cert, key }, files);
+    opts.credentials = { rootCertificate: ca, ...(key ? { privateKey: key } : {}), ...(cert ? { certChain: cert } : {}) };
   }
   const etcd = new Etcd3(opts);
   if (c.pageSize !== undefined) setPageSize(etcd, c.pageSize);

@@ -1,24 +1,50 @@
 /**
  * The controller's JSON HTTP API (routes listed in common/api.ts). Node's
- * http only. Every failure leaves as {error: ErrorBody} with the status from
- * the error table; only Internal errors are logged with a stack.
+ * http(s) only. Every failure leaves as {error: ErrorBody} with the status
+ * from the error table, including what Node's parser rejects; only Internal
+ * errors are logged with a stack.
+ *
+ * A request passes, in order: the target (parsed without throwing), Host
+ * (loopback listeners: DNS-rebinding protection), who is calling (client
+ * certificate and/or bearer token; /healthz needs neither), the route and
+ * method (405 with Allow), the content type of writes (415), and a body read
+ * within size, depth and time limits. The checks live in request.ts, the
+ * listener policy in listen-policy.ts; docs/operations.md lists the answers.
  */
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import type { HistoryQuery, LeaseFilter } from '../common/api';
 import { BerthError, castError } from '../common/errors';
 import type { Logger } from '../common/log';
+import { TlsFiles, type TlsMaterial } from '../common/tls';
 import { queryHistory } from './history';
 import { declareDead, hostViews } from './hosts';
+import {
+  answerClientError, answerConnect, bearerToken, checkHost, decodeSegment, isJsonContentType, parseJsonObject, parseTarget, readBody,
+} from './request';
 import type { LeaseStore } from './store';
 
-const MAX_BODY = 64 * 1024;
 export const VERSION = '0.1.0';
 
 type Handler = (req: Ctx) => Promise<[number, unknown]>;
 interface Ctx { params: string[]; query: URLSearchParams; body: () => Promise<any> }
 
-export function createApi(store: LeaseStore, log: Logger, opts: { token?: string; etcdHealthy: () => Promise<boolean> }): http.Server {
+export interface ApiOptions {
+  token?: string;
+  etcdHealthy: () => Promise<boolean>;
+  /** Serve HTTPS with these files (re-read when they change); clientCertRequired: mTLS. */
+  tls?: { files: TlsFiles; clientCertRequired: boolean };
+  /** Host header values accepted (loopback listeners); undefined: any. Read per request, set once the port is known. */
+  allowedHosts?: () => ReadonlySet<string> | undefined;
+  /** Body deadline (default DEFAULT_BODY_TIMEOUT_MS). */
+  bodyTimeoutMs?: number;
+}
+
+export type ApiServer = http.Server | https.Server;
+
+export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): ApiServer {
   const deps = { etcd: store.etcd, view: store.view, log, now: store.now };
   const routes: [string, RegExp, Handler][] = [
     ['GET', /^\/healthz$/, async () => {
@@ -58,41 +84,67 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
     }],
   ];
 
-  return http.createServer((req, res) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = Date.now();
-    const url = new URL(req.url ?? '/', 'http://controller');
-    const reply = (status: number, body: unknown) => {
+    let path = '';
+    const reply = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      if (res.headersSent || res.destroyed) return;
       const text = body instanceof RawJson ? body.text : JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.end(text);
-      log.debug('request', { method: req.method, path: url.pathname, status, ms: Date.now() - started });
+      log.debug('request', { method: req.method, path: path.slice(0, 200), status, ms: Date.now() - started });
     };
-    const fail = (e: unknown) => {
+    const fail = (e: unknown, headers: Record<string, string> = {}) => {
       const err = castError(e);
-      if (err.kind === 'Internal') log.error('internal error', { path: url.pathname, error: err.message, stack: err.stack });
-      reply(err.httpStatus, { error: err.toBody() });
+      if (err.kind === 'Internal') log.error('internal error', { path: path.slice(0, 200), error: err.message, stack: err.stack });
+      // A body that never finished leaves the stream mid-request: the connection can't carry another one.
+      if (err.kind === 'RequestTimeout') headers = { ...headers, connection: 'close' };
+      reply(err.httpStatus, { error: err.toBody() }, headers);
     };
     try {
-      if (opts.token !== undefined && url.pathname !== '/healthz' && !tokenMatches(req.headers.authorization, opts.token)) {
-        throw new BerthError('Unauthorized');
+      const target = parseTarget(req.url);
+      path = target.path;
+      // RFC 9112 3.2: HTTP/1.1 requires Host. Node checks it too, but answers with an empty body; this one is JSON.
+      if (req.headers.host === undefined && req.httpVersion === '1.1') throw new BerthError('InvalidRequest', 'no Host header', 'an HTTP/1.1 request needs a Host header');
+      const hosts = opts.allowedHosts?.();
+      if (hosts) checkHost(req.headers.host, hosts);
+      if (path !== '/healthz') authorize(req, opts);
+      const matched = routes.filter(([, re]) => re.test(path));
+      if (matched.length === 0) throw new BerthError('NotFound', path.slice(0, 200));
+      const route = matched.find(([method]) => method === req.method);
+      if (!route) {
+        const allow = [...new Set(matched.map(([method]) => method))].join(', ');
+        return fail(new BerthError('MethodNotAllowed', `${req.method} ${path.slice(0, 200)}; allowed: ${allow}`), { allow });
       }
-      let matchedPath = false;
-      for (const [method, re, handler] of routes) {
-        const m = re.exec(url.pathname);
-        if (!m) continue;
-        matchedPath = true;
-        if (method !== req.method) continue;
-        const params = m.slice(1).map((p) => decodeURIComponent(p));
-        handler({ params, query: url.searchParams, body: () => readJson(req) }).then(([s, b]) => reply(s, b), fail);
-        return;
+      const [method, re, handler] = route;
+      if (BODY_METHODS.has(method) && !isJsonContentType(req.headers['content-type'])) {
+        throw new BerthError('UnsupportedMediaType', `Content-Type: ${(req.headers['content-type'] ?? '(none)').slice(0, 100)}`);
       }
-      throw matchedPath
-        ? new BerthError('InvalidRequest', `${req.method} ${url.pathname}`, 'method not allowed')
-        : new BerthError('NotFound', url.pathname);
+      const params = re.exec(path)!.slice(1).map(decodeSegment);
+      const body = () => readBody(req, { timeoutMs: opts.bodyTimeoutMs }).then(parseJsonObject);
+      handler({ params, query: target.query, body }).then(([s, b]) => reply(s, b), fail);
     } catch (e) {
       fail(e);
     }
-  });
+  };
+  return createServer(handle, opts.tls, log);
+}
+
+/** Methods whose requests carry a JSON body; they must say so (415 otherwise), which also keeps browser form posts out. */
+const BODY_METHODS = new Set(['POST', 'PATCH']);
+
+/** Token and client certificate, each required when configured (a unix socket has no certificate: its mode is its guard). */
+function authorize(req: http.IncomingMessage, opts: ApiOptions): void {
+  const socket = req.socket as TLSSocket;
+  if (opts.tls?.clientCertRequired && !socket.authorized) {
+    const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+    throw presented
+      ? new BerthError('Unauthorized', String(socket.authorizationError), 'client certificate rejected')
+      : new BerthError('Unauthorized', 'none presented (pass --cert and --key)', 'client certificate required');
+  }
+  if (opts.token !== undefined && !tokenMatches(req.headers.authorization, opts.token)) {
+    throw new BerthError('Unauthorized');
+  }
 }
 
 function isForce(q: URLSearchParams): boolean {
@@ -111,32 +163,43 @@ function pick(q: URLSearchParams, names: string[]): Record<string, string> {
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const a = Buffer.from(m[1]), b = Buffer.from(token);
+  const given = bearerToken(header);
+  if (given === undefined) return false;
+  const a = Buffer.from(given), b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function readJson(req: http.IncomingMessage): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY) { reject(new BerthError('InvalidRequest', `${size} bytes`, 'request body too large')); req.destroy(); return; }
-      chunks.push(c);
+/**
+ * Plain HTTP, or HTTPS whose certificate follows its files: before each new
+ * connection is handed to TLS, the files' identity (inode, size, mtime) is
+ * compared with what is loaded, and a change installs a new secure context
+ * (server.setSecureContext), so a rotated certificate is served from the next
+ * connection on, without a restart. A file that fails to load is logged once
+ * per change and the previous certificate stays in service.
+ */
+function createServer(handle: http.RequestListener, tls: ApiOptions['tls'], log: Logger): ApiServer {
+  let server: ApiServer;
+  if (!tls) {
+    server = http.createServer({ requireHostHeader: false }, handle);
+  } else {
+    const options = (m: TlsMaterial): https.ServerOptions => ({
+      cert: m.cert, key: m.key, ...(m.ca ? { ca: m.ca } : {}),
+      // Verified, but not enforced by TLS: the request handler answers a JSON 401 naming what is wrong.
+      requestCert: tls.clientCertRequired, rejectUnauthorized: false,
     });
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      if (text.trim() === '') return reject(new BerthError('InvalidRequest', 'empty body', 'expected a JSON object'));
-      try {
-        const v = JSON.parse(text);
-        if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
-        resolve(v);
-      } catch (e) {
-        reject(new BerthError('Decode', (e as Error).message, 'request body is not a JSON object'));
-      }
+    const s = https.createServer({ ...options(tls.files.load()), requireHostHeader: false }, handle);
+    s.prependListener('connection', () => {
+      const next = tls.files.reload((e) => log.error('TLS files changed but cannot be loaded; still serving the previous certificate', { error: e.message, details: e.details }));
+      if (!next) return;
+      s.setSecureContext(options(next));
+      log.info('TLS certificate reloaded', { files: tls.files.paths() });
     });
-    req.on('error', (e) => reject(new BerthError('IO', e.message)));
-  });
+    s.on('tlsClientError', (e: NodeJS.ErrnoException, socket: TLSSocket) => {
+      log.warn('TLS handshake failed', { remote: socket.remoteAddress, error: e.message, code: e.code });
+    });
+    server = s;
+  }
+  server.on('clientError', answerClientError);
+  server.on('connect', answerConnect);
+  return server;
 }

@@ -3,15 +3,17 @@
  * elected expirer, elected host reaper and the HTTP API. Used by the bin, the tests and the demo.
  */
 import { chmodSync, rmSync } from 'node:fs';
-import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { openEtcd, type EtcdConnection } from '../common/etcd';
 import { createLogger, type Logger } from '../common/log';
-import { createApi } from './api';
+import { TlsFiles } from '../common/tls';
+import { createApi, type ApiServer } from './api';
 import { Expirer } from './expirer';
 import { DEFAULT_HOST_DEAD_AFTER_SECONDS, HostReaper } from './host-reaper';
+import { checkListeners, splitHostPort } from './listen-policy';
+import { isLoopbackHost, loopbackHostNames } from './request';
 import { LeaseStore } from './store';
 import { ClusterView } from './view';
 
@@ -20,6 +22,16 @@ export interface ControllerOptions {
   /** host:port (port 0 picks a free one), or unix:///path; the first is `url`. */
   listen: string | string[];
   token?: string;
+  /**
+   * Serve HTTPS on TCP listeners (unix sockets stay plain HTTP: their mode is
+   * their guard). clientCaFile: require client certificates signed by it (mTLS).
+   * The files are re-read when they change (api.ts).
+   */
+  tls?: { certFile: string; keyFile: string; clientCaFile?: string };
+  /** Allow a non-loopback TCP listener with neither token nor mTLS (logged as a warning). */
+  insecureListen?: boolean;
+  /** Deadline for a request body to arrive in full (default 10 s): 408 after it. */
+  bodyTimeoutMs?: number;
   replicaId?: string;
   sweepMs?: number;
   historyMaxAgeMs?: number;
@@ -44,6 +56,15 @@ export interface RunningController {
 }
 
 export async function startController(o: ControllerOptions): Promise<RunningController> {
+  const listens = Array.isArray(o.listen) ? o.listen : [o.listen];
+  const listenWarnings = checkListeners(listens, {
+    token: o.token !== undefined, tls: o.tls !== undefined, mtls: o.tls?.clientCaFile !== undefined, insecureListen: o.insecureListen === true,
+  });
+  const tlsFiles = o.tls && new TlsFiles({
+    cert: { path: o.tls.certFile, flag: '--tls-cert' }, key: { path: o.tls.keyFile, flag: '--tls-key' },
+    ...(o.tls.clientCaFile ? { ca: { path: o.tls.clientCaFile, flag: '--client-ca' } } : {}),
+  });
+  tlsFiles?.load();
   const replicaId = o.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
   const log = (o.log ?? createLogger({ component: 'controller' })).child({ replica: replicaId });
   const etcd = openEtcd(o.etcd);
@@ -68,15 +89,22 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const etcdHealthy = async () => {
     try { await etcd.maintenance.status(); return true; } catch { return false; }
   };
-  const servers: Server[] = [];
+  for (const w of listenWarnings) log.warn(w.msg, { listen: w.listen });
+  const servers: ApiServer[] = [];
   const urls: string[] = [];
-  for (const listen of Array.isArray(o.listen) ? o.listen : [o.listen]) {
-    const server = createApi(store, log, { token: o.token, etcdHealthy });
-    urls.push(await listenOn(server, listen));
+  for (const listen of listens) {
+    const unix = listen.startsWith('unix://');
+    const tls = !unix && tlsFiles ? { files: tlsFiles, clientCertRequired: o.tls?.clientCaFile !== undefined } : undefined;
+    // A loopback listener accepts no Host at all until its port is known (port 0).
+    let allowedHosts: ReadonlySet<string> | undefined = !unix && isLoopbackHost(splitHostPort(listen)[0]) ? new Set() : undefined;
+    const server = createApi(store, log, { token: o.token, etcdHealthy, tls, bodyTimeoutMs: o.bodyTimeoutMs, allowedHosts: () => allowedHosts });
     servers.push(server);
+    urls.push(await listenOn(server, listen, tls !== undefined));
+    const addr = server.address();
+    if (addr !== null && typeof addr === 'object' && isLoopbackHost(addr.address)) allowedHosts = loopbackHostNames(addr.address, addr.port, tls !== undefined);
   }
   const url = urls[0];
-  log.info('controller listening', { urls });
+  log.info('controller listening', { urls, tls: tlsFiles !== undefined, mtls: o.tls?.clientCaFile !== undefined, token: o.token !== undefined });
   return {
     url, urls, store, expirer, reaper,
     async stop() {
@@ -89,7 +117,7 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   };
 }
 
-async function listenOn(server: Server, listen: string): Promise<string> {
+async function listenOn(server: ApiServer, listen: string, tls: boolean): Promise<string> {
   if (listen.startsWith('unix://')) {
     const path = listen.slice('unix://'.length);
     rmSync(path, { force: true });
@@ -103,11 +131,7 @@ async function listenOn(server: Server, listen: string): Promise<string> {
     server.listen(Number(portText), host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
-  return `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  return `${tls ? 'https' : 'http'}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
 }
 
-export function splitHostPort(listen: string): [string, string] {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(listen);
-  if (!m) throw new Error(`listen address must be host:port, got "${listen}"`);
-  return [m[1], m[2]];
-}
+export { splitHostPort };

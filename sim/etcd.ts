@@ -6,13 +6,14 @@
  * (--client-cert-auth): a fresh CA, server and client certificate are made
  * with openssl in the data dir (EtcdServer.tls names the files).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { eventually } from './eventually';
+import { Pki } from './pki';
 
 export interface EtcdServer {
   endpoint: string;
@@ -49,25 +50,12 @@ export interface EtcdTlsFiles {
  * "wrong CA" tests). Keys are EC P-256: quick to make.
  */
 export function makeTestPki(dir: string): { ca: string; otherCa: string; server: EtcdTlsFiles; client: EtcdTlsFiles } {
-  const f = (n: string) => join(dir, n);
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  const newCa = (name: string) => ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-    '-subj', `/CN=${name}`, '-keyout', f(`${name}-key.pem`), '-out', f(`${name}.pem`));
-  newCa('ca');
-  newCa('other-ca');
-  const leaf = (name: string, ext: string) => {
-    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${name}`, '-keyout', f(`${name}-key.pem`), '-out', f(`${name}.csr`));
-    writeFileSync(f(`${name}.ext`), ext);
-    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial', '-days', '2',
-      '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
-  };
-  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  leaf('client', 'extendedKeyUsage=clientAuth\n');
-  return {
-    ca: f('ca.pem'), otherCa: f('other-ca.pem'),
-    server: { ca: f('ca.pem'), cert: f('server.pem'), key: f('server-key.pem') },
-    client: { ca: f('ca.pem'), cert: f('client.pem'), key: f('client-key.pem') },
-  };
+  const pki = new Pki(dir);
+  const ca = pki.ca('ca');
+  const otherCa = pki.ca('other-ca');
+  const server = pki.issue(ca, 'server');
+  const client = pki.issue(ca, 'client', { usage: 'client' });
+  return { ca: ca.cert, otherCa: otherCa.cert, server: { ca: ca.cert, ...server }, client: { ca: ca.cert, ...client } };
 }
 
 export interface EtcdOptions {

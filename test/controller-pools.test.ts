@@ -70,7 +70,7 @@ test.serial('prefixes that cannot be pools are refused with a clear error and ch
     [{ cidr: '198.18.100.0/23' }, 'PoolOverlap', /overlaps pool/],
   ];
   for (const [body, code, re] of cases) {
-    const res = await fetch(`${a.url}/v1/pools`, { method: 'POST', body: JSON.stringify({ name: 'bad', ...body }) });
+    const res = await fetch(`${a.url}/v1/pools`, { method: 'POST', body: JSON.stringify({ name: 'bad', ...body }), headers: { 'content-type': 'application/json' } });
     const json = await res.json() as { error: { code: string; msg: string; details?: string } };
     t.is(res.status, code === 'PoolOverlap' ? 409 : 400, JSON.stringify(body));
     t.is(json.error.code, code, JSON.stringify(body));

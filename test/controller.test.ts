@@ -252,7 +252,7 @@ test.serial('an unreachable etcd gives 503 and a stable code, not a hang or a st
     await doomed.stop();
     const health = await fetch(`${ctl.url}/healthz`);
     t.is(health.status, 503);
-    const res = await fetch(`${ctl.url}/v1/pools/gone/bind`, { method: 'POST', body: JSON.stringify(bindReq('x', 'c')) });
+    const res = await fetch(`${ctl.url}/v1/pools/gone/bind`, { method: 'POST', body: JSON.stringify(bindReq('x', 'c')), headers: { 'content-type': 'application/json' } });
     t.is(res.status, 503);
     const body = await res.json() as any;
     t.is(body.error.code, 'StoreUnavailable');

@@ -35,8 +35,8 @@ import { fastPathHook, findBoundLease, identityKey, type Ctx } from './shared';
 
 /** Controller answers that mean "nothing of ours to release". */
 const NOTHING_TO_RELEASE = new Set(['PoolNotFound', 'LeaseNotFound', 'NotFound']);
-/** Failures that mean no controller replica could be asked: the DEL is journalled. */
-const CONTROLLER_UNREACHABLE = new Set(['TryAgainLater', 'StoreUnavailable']);
+/** Failures that mean no controller replica could be asked (a TLS failure too: a rotation fixes it): the DEL is journalled. */
+const CONTROLLER_UNREACHABLE = new Set(['TryAgainLater', 'StoreUnavailable', 'TlsFailed']);
 
 async function release(ctx: Ctx, req: AgentRequest): Promise<ReleaseResponse> {
   const { deps } = ctx;

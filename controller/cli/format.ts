@@ -239,7 +239,7 @@ export function errorLine(e: unknown, ctx: ErrorContext): { line: string; exitCo
       text = `${e.message} at ${ctx.controller}${reason ? ` (${reason})` : ''}`;
     } else {
       text = e.details !== undefined && e.details !== '' ? `${e.message}: ${e.details}` : e.message;
-      if (e.kind === 'Unauthorized' && !ctx.tokenGiven) text += ' (pass --token-file or set BERTH_TOKEN_FILE)';
+      if (e.kind === 'Unauthorized' && !ctx.tokenGiven && e.message === 'missing or invalid bearer token') text += ' (pass --token-file or set BERTH_TOKEN_FILE)';
     }
     return { line: `berthctl: ${oneLine(text)}`, exitCode: e.exitCode };
   }

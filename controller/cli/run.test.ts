@@ -132,11 +132,11 @@ test('the token file is read, trimmed and sent as a bearer token', async (t) => 
   t.regex(r.stderr, /^berthctl: token file is empty: .*empty\n$/);
 });
 
-test('a non-JSON reply is an internal error, one line, exit 1', async (t) => {
+test('a non-JSON error answer is one line coded by its status (502: try again, exit 5)', async (t) => {
   const server = http.createServer((_req, res) => res.writeHead(502).end('<html>bad gateway</html>'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
   const r = await cli(['pools', 'ls'], { BERTH_CONTROLLER: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
-  t.is(r.code, 1);
-  t.is(r.stderr, 'berthctl: controller sent a non-JSON reply: 502 <html>bad gateway</html>\n');
+  t.is(r.code, 5);
+  t.is(r.stderr, 'berthctl: controller answered 502 Bad Gateway: <html>bad gateway</html>\n');
 });

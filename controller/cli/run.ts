@@ -33,7 +33,7 @@ export interface Io {
   now?: () => number;
 }
 
-interface GlobalOpts { controller?: string; tokenFile?: string }
+interface GlobalOpts { controller?: string; tokenFile?: string; ca?: string; cert?: string; key?: string }
 
 /** Wraps a pure parser so commander reports its failure as a usage error. */
 function arg<T>(parse: (text: string, prev: T) => T): (text: string, prev: T) => T {
@@ -62,7 +62,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
     } catch {
       throw new BerthError('InvalidConfig', url, 'controller URL must be http(s)://host:port or unix:///path');
     }
-    client = new ControllerClient({ url, token: tokenFile === undefined ? undefined : readToken(tokenFile) });
+    const tls = { caFile: g.ca || io.env.BERTH_CA_FILE || undefined, certFile: g.cert || io.env.BERTH_CERT_FILE || undefined, keyFile: g.key || io.env.BERTH_KEY_FILE || undefined };
+    client = new ControllerClient({
+      url, token: tokenFile === undefined ? undefined : readToken(tokenFile),
+      ...(tls.caFile || tls.certFile || tls.keyFile ? { tls } : {}),
+    });
     return client;
   };
 
@@ -70,6 +74,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .description('Operate Berth: pools, leases and their history, hosts.')
     .option('--controller <url>', `controller API URL (env BERTH_CONTROLLER, default ${DEFAULT_CONTROLLER})`)
     .option('--token-file <file>', 'file holding the API bearer token (env BERTH_TOKEN_FILE)')
+    .option('--ca <file>', 'CA bundle that signed the controller\'s https certificate (env BERTH_CA_FILE; default: system roots)')
+    .option('--cert <file>', 'client certificate for a controller that requires one (mTLS; env BERTH_CERT_FILE)')
+    .option('--key <file>', 'private key of --cert (env BERTH_KEY_FILE)')
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
