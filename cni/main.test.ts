@@ -14,13 +14,13 @@ import { closeSync, constants, mkdtempSync, openSync, read, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startFakeAgent, type FakeAgent } from '../test/doubles/fake-agent';
-import { BIN, ensureBundle } from '../sim/exec';
+import { BIN, ensureRelay } from '../sim/exec';
 
 let scratch = '';
 let netns = '';
 
 test.before(async () => {
-  await ensureBundle();
+  await ensureRelay();
   scratch = mkdtempSync(join(tmpdir(), 'berth-main-'));
   netns = join(scratch, 'netns');
   writeFileSync(netns, '');

@@ -12,6 +12,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -f /usr/lib/x86_64-linux-gnu/libjansson.a ] || [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libjansson.a" ] || need+=(libjansson-dev)
 if [ "${BERTH_WITH_BENCH_TOOLS:-0}" = 1 ]; then
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 fi

@@ -1,5 +1,5 @@
 /**
- * Runs the bundled `berth` binary exactly as a runtime does: a clean
+ * Runs the `berth` relay binary exactly as a runtime does: a clean
  * environment with the CNI_* variables, the network configuration on stdin,
  * stdout/stderr/exit status captured. Async, so a fake agent in the same
  * process can answer.
@@ -10,18 +10,25 @@ import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(__dirname, '../..');
 export const BIN = join(ROOT, 'dist/bin/berth');
+/** The relay built with ASan and UBSan (scripts/build-relay.sh asan), for fuzzing. */
+export const ASAN_BIN = join(ROOT, 'dist/bin/berth-asan');
 
-let built: Promise<void> | undefined;
-/** Builds dist/bin/berth from the current sources once per test process. */
-export function ensureBundle(): Promise<void> {
-  built ??= new Promise<void>((res, rej) => {
-    execFile(process.execPath, [join(ROOT, 'scripts/bundle-cni.mjs')], { env: { ...process.env, BERTH_QUIET: '1' } }, (err, _o, stderr) => {
-      if (err) rej(new Error(`bundle failed: ${stderr}`));
-      else if (!existsSync(BIN)) rej(new Error('bundle produced no binary'));
-      else res();
+const built = new Map<string, Promise<void>>();
+/** Builds dist/bin/berth (or, with 'asan', the sanitizer build) from the current sources once per process. */
+export function ensureRelay(mode: 'static' | 'asan' = 'static'): Promise<void> {
+  const out = mode === 'asan' ? ASAN_BIN : BIN;
+  let p = built.get(mode);
+  if (!p) {
+    p = new Promise<void>((res, rej) => {
+      execFile('bash', [join(ROOT, 'scripts/build-relay.sh'), mode], (err, _o, stderr) => {
+        if (err) rej(new Error(`relay build failed: ${stderr}`));
+        else if (!existsSync(out)) rej(new Error('relay build produced no binary'));
+        else res();
+      });
     });
-  });
-  return built;
+    built.set(mode, p);
+  }
+  return p;
 }
 
 export interface ExecResult {

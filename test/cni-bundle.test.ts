@@ -6,9 +6,9 @@
 import test from 'ava';
 import { readFileSync, statSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
-import { BIN, ensureBundle, execPlugin } from '../sim/exec';
+import { BIN, ensureRelay, execPlugin } from '../sim/exec';
 
-test.before(() => ensureBundle());
+test.before(() => ensureRelay());
 
 test('dist/bin/berth is one executable file with a node shebang', (t) => {
   const text = readFileSync(BIN, 'utf8');

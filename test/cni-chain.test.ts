@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import type { CniResult } from '../common/cni-types';
 import { SUPPORTED_VERSIONS, parseResult, projectToVersion, versionAtLeast } from '../common/cni-version';
 import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
-import { ensureBundle, execPlugin } from '../sim/exec';
+import { ensureRelay, execPlugin } from '../sim/exec';
 
 const TUNING = '/usr/lib/cni/tuning';
 const NS = `berth-cni-chain-${process.pid}`;
@@ -24,7 +24,7 @@ function sh(cmd: string, args: string[]) {
 }
 
 test.before(async () => {
-  await ensureBundle();
+  await ensureRelay();
   if (process.getuid?.() !== 0 || !existsSync(TUNING)) return;
   try {
     sh('ip', ['netns', 'add', NS]);

@@ -20,7 +20,7 @@ import { openNetlinkIn, warmThreadPool } from '../../agent/kernel/netns';
 import { startController, type RunningController } from '../../controller/app';
 import { startEtcd, type EtcdServer } from '../../sim/etcd';
 import type { Netlink } from '../../agent/kernel/nl';
-import { ensureBundle, execPlugin, type ExecResult } from '../../sim/exec';
+import { ensureRelay, execPlugin, type ExecResult } from '../../sim/exec';
 import { Lab, randomTag, type Netns } from '../../sim/netns';
 
 export interface Site {
@@ -98,7 +98,7 @@ export interface CniBackend {
 /** Starts the backend; also warms the thread pool and builds the plugin bundle if needed. */
 export async function startCniBackend(): Promise<CniBackend> {
   await warmThreadPool();
-  await ensureBundle();
+  await ensureRelay();
   const etcd = await startEtcd();
   const ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger }).catch(async (e) => {
     await etcd.stop();

@@ -13,7 +13,7 @@
  *     through with Berth's code.
  */
 import type * as Net from 'node:net';
-import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
+import type { AgentRequest, AgentResponse } from '../../common/agent-protocol';
 
 /** Bigger than any real response (a result is well under 4 KiB). */
 const MAX_RESPONSE_BYTES = 1 << 20;
