@@ -37,6 +37,14 @@ export interface ExecResult {
   stderr: string;
   /** stdout parsed as JSON, or undefined when empty. */
   json?: any;
+  signal?: string | null;
+  /** Killed after ExecOptions.timeoutMs. */
+  timedOut?: boolean;
+}
+
+export interface ExecOptions {
+  /** SIGKILL the child after this long (default: no limit). */
+  timeoutMs?: number;
 }
 
 export function execPlugin(env: Record<string, string | undefined>, stdin: string | object): Promise<ExecResult> {
@@ -46,15 +54,18 @@ export function execPlugin(env: Record<string, string | undefined>, stdin: strin
 }
 
 /** Spawns cmd with exactly `env`, writes stdin, and collects stdout (parsed as JSON when it is). */
-export function execWithStdin(cmd: string, args: string[], env: Record<string, string>, stdin: string | object): Promise<ExecResult> {
+export function execWithStdin(cmd: string, args: string[], env: Record<string, string>, stdin: string | Buffer | object, o: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((res, rej) => {
     const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let timedOut = false;
+    const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, o.timeoutMs);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', rej);
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
       let json: unknown;
       if (stdout.trim() !== '') {
         try {
@@ -63,9 +74,9 @@ export function execWithStdin(cmd: string, args: string[], env: Record<string, s
           json = undefined;
         }
       }
-      res({ code, stdout, stderr, json });
+      res({ code, stdout, stderr, json, signal, timedOut });
     });
     child.stdin.on('error', () => undefined);
-    child.stdin.end(typeof stdin === 'string' ? stdin : JSON.stringify(stdin));
+    child.stdin.end(typeof stdin === 'string' || Buffer.isBuffer(stdin) ? stdin : JSON.stringify(stdin));
   });
 }

@@ -135,50 +135,38 @@ static int agent_down(const struct relay_conf *c, const char *cmd, const char *w
   return fail(c->version, 11, "TryAgainLater", "try again later", d);
 }
 
-static int run(void) {
-  const char *cmd = getenv("CNI_COMMAND");
-  if (!cmd) cmd = "";
-  buf_t in = { 0 };
-  int rerr = 0;
-  if (!isatty(0) && relay_read_fd(0, &in, RELAY_MAX_STDIN) != 0) rerr = errno;
-
-  struct relay_conf c = { .version = RELAY_LATEST_VERSION };
-  if (!rerr && in.p) {
-    c.root = json_loadb(in.p, in.n, 0, NULL);
-    if (!json_is_object(c.root)) {
-      json_decref(c.root);
-      c.root = NULL;
+/* The config fields the relay reads; defaults for what is absent or unusable. */
+static void read_conf(struct relay_conf *c, const buf_t *in) {
+  c->version = RELAY_LATEST_VERSION;
+  c->root = NULL;
+  if (in->p) {
+    c->root = json_loadb(in->p, in->n, 0, NULL);
+    if (!json_is_object(c->root)) {
+      json_decref(c->root);
+      c->root = NULL;
     }
   }
-  const char *v = c.root ? supported(json_object_get(c.root, "cniVersion")) : NULL;
-  if (v) c.version = v;
+  const char *v = c->root ? supported(json_object_get(c->root, "cniVersion")) : NULL;
+  if (v) c->version = v;
+  c->socket = path_field(c->root, "agentSocket", RELAY_DEFAULT_SOCKET);
+  c->journal_dir = path_field(c->root, "journalDir", RELAY_DEFAULT_JOURNAL);
+  c->timeout_ms = int_field(c->root, "agentTimeoutMs", 100, 600000, RELAY_DEFAULT_TIMEOUT_MS);
+  c->connect_ms = int_field(c->root, "agentConnectTimeoutMs", 10, 600000, RELAY_DEFAULT_CONNECT_MS);
+}
 
-  if (strcmp(cmd, "VERSION") == 0) {
-    json_t *o = json_pack("{s:s, s:[s,s,s,s,s]}", "cniVersion", c.version, "supportedVersions", VERSIONS[0], VERSIONS[1],
-                          VERSIONS[2], VERSIONS[3], VERSIONS[4]);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    char line[256];
-    snprintf(line, sizeof(line), "%s\n", s ? s : "");
-    free(s);
-    return emit(line) == 0 ? 0 : 1;
-  }
-  if (rerr == EFBIG) {
-    char d[128];
-    snprintf(d, sizeof(d), "network config: more than %u bytes on stdin", RELAY_MAX_STDIN);
-    return fail(c.version, 6, "Decode", "failed to decode content", d);
-  }
-  if (rerr) {
-    char d[128];
-    snprintf(d, sizeof(d), "stdin: %s", strerror(rerr));
-    return fail(c.version, 5, "IO", "I/O failure", d);
-  }
+static int version(const struct relay_conf *c) {
+  json_t *o = json_pack("{s:s, s:[s,s,s,s,s]}", "cniVersion", c->version, "supportedVersions", VERSIONS[0], VERSIONS[1],
+                        VERSIONS[2], VERSIONS[3], VERSIONS[4]);
+  char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(o);
+  char line[256];
+  snprintf(line, sizeof(line), "%s\n", s ? s : "");
+  free(s);
+  return emit(line) == 0 ? 0 : 1;
+}
 
-  c.socket = path_field(c.root, "agentSocket", RELAY_DEFAULT_SOCKET);
-  c.journal_dir = path_field(c.root, "journalDir", RELAY_DEFAULT_JOURNAL);
-  c.timeout_ms = int_field(c.root, "agentTimeoutMs", 100, 600000, RELAY_DEFAULT_TIMEOUT_MS);
-  c.connect_ms = int_field(c.root, "agentConnectTimeoutMs", 10, 600000, RELAY_DEFAULT_CONNECT_MS);
-
+/* Everything but VERSION: to the agent, or answered alone when no agent answers. */
+static int relay(const struct relay_conf *c, const char *cmd, const buf_t *in) {
   /* The runtime's view of the namespace: O_PATH never blocks and opens nothing for I/O. */
   const char *netns = getenv("CNI_NETNS");
   int nsfd = -1, nserr = 0;
@@ -186,23 +174,22 @@ static int run(void) {
     nsfd = open(netns, O_PATH | O_CLOEXEC);
     if (nsfd < 0) nserr = errno;
   }
-
   buf_t ans;
   char why[512];
-  const char *down = relay_exchange(&c, cmd, &in, nsfd, nserr, &ans, why, sizeof(why));
+  const char *down = relay_exchange(c, cmd, in, nsfd, nserr, &ans, why, sizeof(why));
   int code = 1;
   const char *out = "", *err = "";
   json_t *keep = NULL;
   if (!down && parse_answer(&ans, &code, &out, &err, &keep) != 0) down = "the answer is not a relay answer";
   if (down) {
-    code = agent_down(&c, cmd, down);
+    code = agent_down(c, cmd, down);
   } else {
     if (*err) say(err);
     if (*out && emit(out) != 0) {
       /* The runtime never saw the result: undo the ADD rather than trust a DEL that may never come. */
       if (strcmp(cmd, "ADD") == 0 && code == 0) {
         buf_t undo;
-        if (!relay_exchange(&c, "DEL", &in, nsfd, nserr, &undo, why, sizeof(why))) free(undo.p);
+        if (!relay_exchange(c, "DEL", in, nsfd, nserr, &undo, why, sizeof(why))) free(undo.p);
       }
       code = 1;
     }
@@ -210,6 +197,31 @@ static int run(void) {
   json_decref(keep);
   free(ans.p);
   if (nsfd >= 0) close(nsfd);
+  return code;
+}
+
+static int run(void) {
+  const char *cmd = getenv("CNI_COMMAND");
+  if (!cmd) cmd = "";
+  buf_t in = { 0 };
+  int rerr = 0;
+  if (!isatty(0) && relay_read_fd(0, &in, RELAY_MAX_STDIN) != 0) rerr = errno;
+  struct relay_conf c;
+  read_conf(&c, rerr ? &(buf_t){ 0 } : &in);
+
+  int code;
+  char d[128];
+  if (strcmp(cmd, "VERSION") == 0) {
+    code = version(&c);
+  } else if (rerr == EFBIG) {
+    snprintf(d, sizeof(d), "network config: more than %u bytes on stdin", RELAY_MAX_STDIN);
+    code = fail(c.version, 6, "Decode", "failed to decode content", d);
+  } else if (rerr) {
+    snprintf(d, sizeof(d), "stdin: %s", strerror(rerr));
+    code = fail(c.version, 5, "IO", "I/O failure", d);
+  } else {
+    code = relay(&c, cmd, &in);
+  }
   json_decref(c.root);
   free(in.p);
   return code;
