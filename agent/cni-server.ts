@@ -206,9 +206,10 @@ export async function startCniServer(socketPath: string, handler: CniHandler, lo
       answer(JSON.stringify(resp));
     };
     const handleRelay = async (frame: RelayFrame, fd: number) => {
-      const started = Date.now();
+      const started = performance.now();
       const a = await answerRelay(frame, fd, handler, log);
-      log.debug('cni relay request', { verb: frame.env.CNI_COMMAND, containerId: frame.env.CNI_CONTAINERID || undefined, ms: Date.now() - started, code: a.code });
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      log.debug('cni relay request', { verb: frame.env.CNI_COMMAND, containerId: frame.env.CNI_CONTAINERID || undefined, ms, code: a.code });
       answer(JSON.stringify(a));
     };
     const p = readRequest(sock).then(async (r) => {
