@@ -23,7 +23,7 @@
  * (containerId, ifName) was ADDed again after that time, the entry is stale
  * and must be dropped, not applied.
  */
-import type * as Crypto from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from './errors';
@@ -51,13 +51,6 @@ export interface JournalOptions {
   now?: () => Date;
 }
 
-/**
- * node:crypto, loaded on first use: it costs ~3 ms of start-up, and the CNI
- * plugin, which bundles this module, touches the journal only when the agent
- * is down.
- */
-let cryptoModule: typeof Crypto | undefined;
-const crypto = (): typeof Crypto => (cryptoModule ??= require('node:crypto') as typeof Crypto);
 
 const FNV_PRIME = 0x100000001b3n;
 const MASK64 = (1n << 64n) - 1n;
@@ -120,7 +113,7 @@ export async function appendDel(dir: string, request: AgentRequest, opts: Journa
     throw new BerthError('TryAgainLater', `del-journal full: ${ids.length} entries in ${dir}`);
   }
   const final = join(dir, `${id}${SUFFIX}`);
-  const tmp = join(dir, `.${id}.${process.pid}.${crypto().randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dir, `.${id}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     const fh = await fs.open(tmp, 'wx', 0o600);
     try {

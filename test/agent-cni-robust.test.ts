@@ -1,7 +1,7 @@
 /**
  * The agent's CNI side against hostile or broken input, on real parts (a
  * real etcd and controller, a simulated host with berth0, the handlers
- * behind a real socket, the bundled plugin exec'd as a runtime does):
+ * behind a real socket, the relay binary exec'd as a runtime does):
  *   - CNI_NETNS that is no network namespace (a FIFO once froze the agent);
  *   - an ADD that fails after its kernel steps leaves nothing behind;
  *   - a config with a dns block over 1 MiB: ADD answers, and DEL still cleans up.

@@ -1,6 +1,6 @@
 /**
  * Berth's ADD result must be a valid prevResult for the reference plugins.
- * Pipes the bundled plugin's output (fake agent behind it) into Debian's
+ * Pipes the relay's output (fake agent behind it) into Debian's
  * /usr/lib/cni/tuning for ADD, CHECK and DEL in a real network namespace.
  * Skips without root, `ip` or the plugins; the lead's chaining tests go further.
  */

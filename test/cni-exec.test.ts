@@ -1,5 +1,5 @@
 /**
- * The bundled `berth` binary, exec'd exactly as a runtime does, against a
+ * The `berth` relay binary, exec'd exactly as a runtime does, against a
  * fake agent on a real unix socket: every supported cniVersion, every verb,
  * a table of bad inputs (each with its CNI code and an untouched agent), and
  * the agent-down behaviour of each verb.
