@@ -201,15 +201,16 @@ export interface FuzzReport {
 }
 
 /** Runs `cases` generated cases, `concurrency` at a time, each bounded by `limitMs`. */
-export async function fuzzRelay(o: { seed: number; cases: number; concurrency?: number; limitMs?: number; onProgress?(done: number): void }): Promise<FuzzReport> {
+export async function fuzzRelay(o: { seed: number; cases: number; concurrency?: number; limitMs?: number; leakEvery?: number; onProgress?(done: number): void }): Promise<FuzzReport> {
   await ensureRelay('asan');
   const targets = await startFuzzTargets();
   const r = rng(o.seed);
   const report: FuzzReport = { cases: 0, failures: [], exits: {}, ms: 0 };
   const started = Date.now();
   let next = 0;
-  // LeakSanitizer's exit-time scan costs ~180 ms here, against ~10 ms for a whole case: it runs on every 20th case.
-  const env0 = (i: number) => ({ ASAN_OPTIONS: `detect_leaks=${i % 20 === 0 ? 1 : 0}:abort_on_error=0:exitcode=86`, UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1:exitcode=87' });
+  // LeakSanitizer's exit-time scan costs ~180 ms here, against ~10 ms for a whole case: it runs on every leakEvery-th case.
+  const leakEvery = o.leakEvery ?? 20;
+  const env0 = (i: number) => ({ ASAN_OPTIONS: `detect_leaks=${i % leakEvery === 0 ? 1 : 0}:abort_on_error=0:exitcode=86`, UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1:exitcode=87' });
   const worker = async () => {
     while (next < o.cases) {
       const index = next++;
