@@ -115,3 +115,15 @@ test('no CNI_COMMAND prints the about text on stderr', async (t) => {
   t.regex(r.err, /0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
 });
 
+
+test('a malformed error or result from the handlers is one coded error, never "Internal: {}"', async (t) => {
+  for (const resp of [{ ok: false, error: {} }, { ok: false, error: null }, { ok: false, error: 'nope' }] as unknown as AgentResponse[]) {
+    const r = await run(env('ADD'), conf(), async () => resp);
+    t.is(r.code, 1);
+    t.like(r.json, { code: 110, msg: 'malformed error reply' });
+    t.regex(r.json.details, /^Internal: not an error body: /);
+  }
+  const noResult = await run(env('ADD'), conf(), async () => ({ ok: true }));
+  t.like(noResult.json, { code: 110 });
+  t.regex(noResult.json.details, /without a result/);
+});
