@@ -23,7 +23,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { execWithStdin } from '../sim/exec';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startCluster, type Cluster } from '../sim/cluster';
@@ -150,17 +150,38 @@ async function sequential(s: Subject, n: number, tag: string): Promise<Seq> {
   return out;
 }
 
-interface Par { addPerS: number; totalPerS: number; addMs: number; delMs: number }
+interface Par { addPerS: number; totalPerS: number; addMs: number; delMs: number; addCpu: Record<string, number> }
 
-async function parallel(s: Subject, pods: number, width: number, tag: string): Promise<Par> {
+/** CPU ms (user + system) of a process, and of its reaped children, from /proc/<pid>/stat (clock ticks of 10 ms). */
+function cpuMs(pid: number | 'self'): { own: number; children: number } {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const tick = 10; // sysconf(_SC_CLK_TCK) = 100 on Linux
+    return { own: (Number(f[11]) + Number(f[12])) * tick, children: (Number(f[13]) + Number(f[14])) * tick };
+  } catch {
+    return { own: 0, children: 0 };
+  }
+}
+
+/** Who burns the CPU while fn runs: the agent, etcd, this process (controller in-process) and the plugin execs (reaped children). */
+async function cpuDuring(c: Cluster | undefined, fn: () => Promise<void>): Promise<Record<string, number>> {
+  const agentPid = c?.hosts[0].pid;
+  const snap = () => ({ agent: agentPid ? cpuMs(agentPid).own : 0, etcd: c ? cpuMs(c.etcd.pid).own : 0, self: cpuMs('self') });
+  const a = snap();
+  await fn();
+  const b = snap();
+  return { agent: b.agent - a.agent, etcd: b.etcd - a.etcd, 'bench+controller': b.self.own - a.self.own, 'plugin execs': b.self.children - a.self.children };
+}
+
+async function parallel(s: Subject, pods: number, width: number, tag: string, c?: Cluster): Promise<Par> {
   const list = Array.from({ length: pods }, (_, i) => ({ cid: `${tag}-p${i}`, ns: nsAdd(`${tag}p${i}`) }));
   try {
     const t0 = performance.now();
-    await pool(list, width, async (p) => { must(await s.run('ADD', p.cid, p.ns.path), `${s.name} ADD ${p.cid}`); });
+    const addCpu = await cpuDuring(c, () => pool(list, width, async (p) => { must(await s.run('ADD', p.cid, p.ns.path), `${s.name} ADD ${p.cid}`); }));
     const t1 = performance.now();
     await pool(list, width, async (p) => { must(await s.run('DEL', p.cid, p.ns.path), `${s.name} DEL ${p.cid}`); });
     const t2 = performance.now();
-    return { addPerS: pods / ((t1 - t0) / 1000), totalPerS: pods / ((t2 - t0) / 1000), addMs: t1 - t0, delMs: t2 - t1 };
+    return { addPerS: pods / ((t1 - t0) / 1000), totalPerS: pods / ((t2 - t0) / 1000), addMs: t1 - t0, delMs: t2 - t1, addCpu };
   } finally {
     for (const p of list) nsDel(p.ns.name);
   }
@@ -218,7 +239,7 @@ async function main(): Promise<void> {
     const bs = await sequential(berth, N, 'b');
     const agentSeq = agentTimes(c, 'b-s');
     const rs = await sequential(ref, N, 'r');
-    const bp = await parallel(berth, PAR_PODS, PAR, 'b');
+    const bp = await parallel(berth, PAR_PODS, PAR, 'b', c);
     const rp = await parallel(ref, PAR_PODS, PAR, 'r');
 
     const bAdd = stat(bs.add), bDel = stat(bs.del), rAdd = stat(rs.add), rDel = stat(rs.del);
@@ -244,6 +265,10 @@ async function main(): Promise<void> {
     console.log(`  ${`${PAR}-way, ${PAR_PODS} pods: ADD all then DEL all`.padEnd(44)}${'ADD/s'.padStart(8)}${'ADD+DEL/s'.padStart(10)}${'ADD ms'.padStart(8)}${'DEL ms'.padStart(8)}`);
     for (const [name, p] of [['berth', bp], ['reference', rp]] as const) {
       console.log(`  ${name.padEnd(44)}${g(p.addPerS)}${g(p.totalPerS).padStart(10)}${p.addMs.toFixed(0).padStart(8)}${p.delMs.toFixed(0).padStart(8)}`);
+    }
+    console.log(`  CPU per pod in the ${PAR}-way ADD phase (ms; 2 cores = ${(2000 / PAR_PODS * (bp.addMs / 1000)).toFixed(1)} ms/pod of berth's wall time)`);
+    for (const [name, p] of [['berth', bp], ['reference', rp]] as const) {
+      console.log(`    ${name.padEnd(10)} ${Object.entries(p.addCpu).map(([k, v]) => `${k} ${(v / PAR_PODS).toFixed(1)}`).join(', ')}`);
     }
     const r1 = bAdd.p50 / rAdd.p50;
     const r2 = bDel.p50 / rDel.p50;
