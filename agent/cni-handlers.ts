@@ -1,6 +1,6 @@
 /**
- * What the agent does for each CNI verb; the plugin (cni/plugin.ts) has
- * already validated the request and forwards it here. One file per verb in
+ * What the agent does for each CNI verb; cni/plugin.ts, run by the agent on
+ * the relay's raw request (agent/cni-relay.ts), has already validated it. One file per verb in
  * agent/cni/: add.ts, del.ts, check.ts, gc.ts, status.ts.
  *
  * ADD, DEL and CHECK of one attachment (pool, containerId, ifName) run one
@@ -63,8 +63,14 @@ export function createCniHandler(deps: CniDeps): CniHandler {
   const perAttachment = (req: AgentRequest) => req.verb === 'ADD' || req.verb === 'DEL' || req.verb === 'CHECK';
 
   const handler: CniHandler = async (req) => {
+    // The handlers open req.netns; with a namespace the relay passed, that is its handle.
+    const { nsHandle, ...plain } = req;
+    const work: AgentRequest = nsHandle ? { ...plain, netns: nsHandle } : plain;
     try {
-      return await (perAttachment(req) ? ctx.locks.run(attachmentKey(req), () => run(req)) : run(req));
+      const resp = await (perAttachment(work) ? ctx.locks.run(attachmentKey(work), () => run(work)) : run(work));
+      // The runtime's name for the sandbox, not the agent's handle, goes back in the result.
+      if (nsHandle && resp.ok) for (const i of resp.result?.interfaces ?? []) if (i.sandbox === nsHandle) i.sandbox = req.netns;
+      return resp;
     } catch (e) {
       return failure(e, deps, req);
     }

@@ -1,15 +1,21 @@
 /**
- * The agent's end of common/agent-protocol.ts: a unix socket, mode 0600 in a
- * 0700 directory, one request per connection. Read one JSON line (at most
- * MAX_REQUEST_BYTES), answer one JSON line, close. A malformed request gets
- * {ok:false, error: Decode}; a client that vanishes, dawdles or floods only
- * loses its own connection. Nothing a client sends can crash the agent.
+ * The agent's unix socket, mode 0600 in a 0700 directory, one request per
+ * connection: a `berth` relay frame (common/relay-protocol.ts, answered by
+ * agent/cni-relay.ts) or an AgentRequest line (common/agent-protocol.ts, at
+ * most MAX_REQUEST_BYTES). Connections are accepted paused and their first
+ * message is read natively (recvWithFd), so the pod netns descriptor a relay
+ * passes arrives with it. A malformed request gets a Decode error; a client
+ * that vanishes, dawdles or floods only loses its own connection. Nothing a
+ * client sends can crash the agent.
  */
-import { promises as fs } from 'node:fs';
+import { closeSync, promises as fs } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { AgentRequest, AgentResponse, AgentVerb } from '../common/agent-protocol';
-import { BerthError } from '../common/errors';
+import { BerthError, castError } from '../common/errors';
+import { MAX_RELAY_HEADER, parseEnvBlock, parseRelayHeader, RELAY_MAGIC, type RelayFrame, type RelayHeader } from '../common/relay-protocol';
+import { answerRelay } from './cni-relay';
+import { ADDON_PATH } from './kernel/netns';
 import type { Logger } from '../common/log';
 import type { CniHandler, CniServer } from './cni-api';
 
@@ -53,6 +59,123 @@ async function clearStale(socketPath: string): Promise<void> {
   await fs.rm(socketPath, { force: true });
 }
 
+/** Waiting for a relay's first message; a relay sends it right after connecting. */
+export const FIRST_MESSAGE_TIMEOUT_MS = 2_000;
+const FIRST_READ_BYTES = 64 * 1024;
+
+interface RecvAddon {
+  recvWithFd(sockFd: number, maxBytes: number, timeoutMs: number): Promise<{ data: Buffer; fd: number }>;
+}
+let recvAddon: RecvAddon | undefined;
+const addon = (): RecvAddon => (recvAddon ??= require(ADDON_PATH) as RecvAddon);
+
+/** The first read of a connection, with the descriptor it carries (fd -1 when none). */
+async function firstRead(sock: Socket): Promise<{ data: Buffer; fd: number }> {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new BerthError('IO', 'connection has no fd');
+  return addon().recvWithFd(fd, FIRST_READ_BYTES, FIRST_MESSAGE_TIMEOUT_MS);
+}
+
+export type Request =
+  | { kind: 'relay'; frame: RelayFrame; fd: number }
+  | { kind: 'line'; line: string }
+  | { kind: 'bad'; why: string; fd: number };
+
+/**
+ * Reads one request from a connection accepted with pauseOnConnect: the
+ * first message natively (it may carry the relay's netns fd), the rest as a
+ * stream. Never rejects; a client that stalls past REQUEST_TIMEOUT_MS is
+ * dropped (resolves undefined).
+ */
+export function readRequest(sock: Socket): Promise<Request | undefined> {
+  return new Promise((resolve) => {
+    let fd = -1;
+    let settled = false;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let need = -1; // relay: total frame bytes once the header is read
+    let header: RelayHeader | undefined;
+    let headLen = 0;
+    const done = (r: Request | undefined) => {
+      if (settled) return;
+      settled = true;
+      sock.setTimeout(0);
+      sock.off('data', onData);
+      if (r === undefined && fd >= 0) closeSync(fd);
+      resolve(r);
+    };
+    const step = (ended: boolean) => {
+      if (header && size < need && !ended) return; // concatenated once, when the frame is whole
+      const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+      chunks.length = 0;
+      chunks.push(buf);
+      if (size === 0 && ended) return done({ kind: 'bad', why: 'request: connection closed before a full line', fd });
+      if (buf.length < RELAY_MAGIC.length + 1 && !ended && buf[0] === 0x42) return;
+      if (buf.subarray(0, RELAY_MAGIC.length + 1).toString('latin1') !== `${RELAY_MAGIC} `) {
+        const nl = buf.indexOf(0x0a);
+        if (nl >= 0) return done({ kind: 'line', line: buf.subarray(0, nl).toString('utf8') });
+        if (size > MAX_REQUEST_BYTES) return done({ kind: 'bad', why: `request larger than ${MAX_REQUEST_BYTES} bytes`, fd });
+        if (ended) return done({ kind: 'bad', why: 'request: connection closed before a full line', fd });
+        return;
+      }
+      if (!header) {
+        const nl = buf.indexOf(0x0a);
+        if (nl < 0) {
+          if (buf.length > MAX_RELAY_HEADER || ended) return done({ kind: 'bad', why: 'relay request: malformed header', fd });
+          return;
+        }
+        const h = parseRelayHeader(buf.subarray(0, nl).toString('latin1'));
+        if (typeof h === 'string') return done({ kind: 'bad', why: `relay request: ${h}`, fd });
+        header = h;
+        headLen = nl + 1;
+        need = headLen + h.envBytes + h.stdinBytes;
+      }
+      if (buf.length >= need) {
+        const h = header;
+        const env = parseEnvBlock(buf.subarray(headLen, headLen + h.envBytes));
+        const stdin = buf.subarray(headLen + h.envBytes, need).toString('utf8');
+        if (h.hasFd && fd < 0) return done({ kind: 'bad', why: 'relay request: announced a descriptor it did not pass', fd });
+        if (!h.hasFd && fd >= 0) {
+          closeSync(fd);
+          fd = -1;
+        }
+        return done({ kind: 'relay', frame: { env, stdin, hasFd: h.hasFd, nsErrno: h.nsErrno }, fd });
+      }
+      if (ended) return done({ kind: 'bad', why: `relay request: connection closed after ${buf.length} of ${need} bytes`, fd });
+    };
+    const add = (d: Buffer) => {
+      chunks.push(d);
+      size += d.length;
+    };
+    const onData = (d: Buffer) => {
+      if (settled) return;
+      add(d);
+      step(false);
+    };
+    sock.setTimeout(REQUEST_TIMEOUT_MS, () => {
+      done(undefined);
+      sock.destroy();
+    });
+    sock.on('end', () => { if (!settled) step(true); });
+    firstRead(sock).then(
+      (first) => {
+        fd = first.fd;
+        if (first.data.length === 0) return step(true);
+        add(first.data);
+        step(false);
+        if (!settled) {
+          sock.on('data', onData);
+          sock.resume();
+        }
+      },
+      () => {
+        done(undefined);
+        sock.destroy();
+      },
+    );
+  });
+}
+
 export async function startCniServer(socketPath: string, handler: CniHandler, log: Logger): Promise<CniServer> {
   await fs.mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
   await clearStale(socketPath);
@@ -63,58 +186,47 @@ export async function startCniServer(socketPath: string, handler: CniHandler, lo
     open.add(sock);
     sock.on('close', () => open.delete(sock));
     sock.on('error', () => undefined); // the client left; its answer has nowhere to go
-    sock.setTimeout(REQUEST_TIMEOUT_MS, () => sock.destroy());
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    const answer = (resp: AgentResponse) => {
-      if (!sock.destroyed) sock.end(`${JSON.stringify(resp)}\n`);
+    const answer = (text: string) => {
+      if (!sock.destroyed) sock.end(`${text}\n`);
     };
-    const onData = (d: Buffer) => {
-      if (done) return;
-      const nl = d.indexOf(0x0a);
-      chunks.push(nl < 0 ? d : d.subarray(0, nl));
-      size += nl < 0 ? d.length : nl;
-      if (size > MAX_REQUEST_BYTES) {
-        done = true;
-        return answer(decodeError(`request larger than ${MAX_REQUEST_BYTES} bytes`));
-      }
-      if (nl < 0) return;
-      done = true;
-      sock.setTimeout(0);
-      sock.off('data', onData);
-      handle(Buffer.concat(chunks).toString('utf8'));
-    };
-    const handle = (line: string) => {
+    const handleLine = async (line: string) => {
       let req: unknown;
       try {
         req = JSON.parse(line);
       } catch (e) {
-        return answer(decodeError(`request: ${(e as Error).message}`));
+        return answer(JSON.stringify(decodeError(`request: ${(e as Error).message}`)));
       }
       const why = requestProblem(req);
-      if (why) return answer(decodeError(`request: ${why}`));
+      if (why) return answer(JSON.stringify(decodeError(`request: ${why}`)));
+      const r = req as AgentRequest;
+      delete r.nsHandle; // only a descriptor the relay passed makes one
       const started = Date.now();
-      const p = handler(req as AgentRequest)
-        .catch((e: unknown) => ({ ok: false, error: new BerthError('Internal', String((e as Error)?.message ?? e)).toBody() }) as AgentResponse)
-        .then((resp) => {
-          const r = req as AgentRequest;
-          log.debug('cni request', { verb: r.verb, containerId: r.containerId || undefined, ms: Date.now() - started, ok: resp.ok, code: resp.ok ? undefined : resp.error.code });
-          answer(resp);
-        });
-      inflight.add(p);
-      void p.finally(() => inflight.delete(p));
+      const resp = await handler(r).catch((e: unknown) => ({ ok: false, error: new BerthError('Internal', String((e as Error)?.message ?? e)).toBody() }) as AgentResponse);
+      log.debug('cni request', { verb: r.verb, containerId: r.containerId || undefined, ms: Date.now() - started, ok: resp.ok, code: resp.ok ? undefined : resp.error.code });
+      answer(JSON.stringify(resp));
     };
-    sock.on('data', onData);
-    sock.on('end', () => {
-      if (!done) {
-        done = true;
-        answer(decodeError('request: connection closed before a full line'));
-      }
+    const handleRelay = async (frame: RelayFrame, fd: number) => {
+      const started = performance.now();
+      const a = await answerRelay(frame, fd, handler, log);
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      log.debug('cni relay request', { verb: frame.env.CNI_COMMAND, containerId: frame.env.CNI_CONTAINERID || undefined, ms, code: a.code });
+      answer(JSON.stringify(a));
+    };
+    const p = readRequest(sock).then(async (r) => {
+      if (!r) return;
+      if (r.kind === 'line') return handleLine(r.line);
+      if (r.kind === 'relay') return handleRelay(r.frame, r.fd);
+      if (r.fd >= 0) closeSync(r.fd);
+      answer(JSON.stringify(decodeError(r.why)));
+    }).catch((e: unknown) => {
+      log.error('cni request failed', { error: castError(e).message });
+      sock.destroy();
     });
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
   };
 
-  const server = createServer({ allowHalfOpen: true }, serve);
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, serve);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => {

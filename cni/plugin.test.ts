@@ -8,10 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
-import { appendDel, readDelJournal } from '../common/del-journal';
-import { AgentUnavailable, sendAgentRequest } from './agent-client';
 import { ENV_TABLE, ifNameProblem, runPlugin, VERBS, type PluginIO } from './plugin';
-import { startFakeAgent } from '../test/doubles/fake-agent';
 
 interface Run {
   code: number;
@@ -30,8 +27,8 @@ async function run(env: Record<string, string | undefined>, stdin: object | stri
     readStdin: async () => (typeof stdin === 'string' ? stdin : JSON.stringify(stdin)),
     stdout: (s) => (out += s),
     stderr: (s) => (err += s),
-    netnsExists: async (p) => p === '/run/netns/pod',
-    send: async (_sock, req) => {
+    netnsProblem: async (p) => (p === '/run/netns/pod' ? undefined : 'no network namespace'),
+    send: async (req) => {
       sent.push(req);
       if (!send) return { ok: true };
       return send(req);
@@ -71,41 +68,16 @@ test('unreadable stdin is IO (5)', async (t) => {
   t.is(r.json.code, 5);
 });
 
-test('an agent timeout is 11 on ADD and journals on DEL', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-plugin-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const hang = async (): Promise<AgentResponse> => { throw new AgentUnavailable('no answer within 100 ms', '/x'); };
-  const add = await run(env('ADD'), conf({ journalDir: dir }), hang);
-  t.is(add.json.code, 11);
-  const del = await run(env('DEL', { CNI_NETNS: '' }), conf({ journalDir: dir }), hang);
-  t.is(del.code, 0);
-  t.is(del.out, '');
-  t.regex(del.err, /DEL journalled/);
-  t.is((await readDelJournal(dir)).entries.length, 1);
-});
-
 test('by default CNI_NETNS must exist and not be a directory', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-plugin-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'ns');
   writeFileSync(file, '');
   for (const [path, ok] of [[file, true], [dir, false], [join(dir, 'missing'), false], [join(file, 'below-a-file'), false]] as const) {
-    const r = await run(env('ADD', { CNI_NETNS: path }), conf(), async () => ({ ok: true, result: { ips: [{ address: '198.18.0.9/16' }] } }), { netnsExists: undefined });
+    const r = await run(env('ADD', { CNI_NETNS: path }), conf(), async () => ({ ok: true, result: { ips: [{ address: '198.18.0.9/16' }] } }), { netnsProblem: undefined });
     t.is(r.code, ok ? 0 : 1, path);
     if (!ok) t.is(r.json.code, 4, path);
   }
-});
-
-test('DEL with the agent down and the journal full fails with 11 so the runtime retries', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-plugin-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  for (let i = 0; i < 1024; i++) {
-    await appendDel(dir, { verb: 'DEL', containerId: `c${i}`, netns: '', ifName: 'eth0', args: {}, network: 'berth', pool: 'p' });
-  }
-  const r = await run(env('DEL'), conf({ journalDir: dir }), async () => { throw new AgentUnavailable('ECONNREFUSED', '/x'); });
-  t.is(r.code, 1);
-  t.is(r.json.code, 11);
-  t.regex(r.json.details, /journal full/);
 });
 
 test('a DEL with an unparseable prevResult still forwards, without it', async (t) => {
@@ -143,24 +115,15 @@ test('no CNI_COMMAND prints the about text on stderr', async (t) => {
   t.regex(r.err, /0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
 });
 
-test('sendAgentRequest: timeout, refusal and a well-formed answer', async (t) => {
-  const agent = await startFakeAgent(() => ({ ok: true }));
-  t.teardown(() => agent.close());
-  const req: AgentRequest = { verb: 'STATUS', containerId: '', netns: '', ifName: '', args: {}, network: 'berth', pool: 'p' };
-  t.deepEqual(await sendAgentRequest(agent.socketPath, req, 5000), { ok: true });
-  const e = await t.throwsAsync(sendAgentRequest(join(agent.dir, 'missing.sock'), req, 5000));
-  t.true(e instanceof AgentUnavailable && e.reason === 'ENOENT');
-  agent.respond = () => 'garbage';
-  const g = await t.throwsAsync(sendAgentRequest(agent.socketPath, req, 5000));
-  t.true(g instanceof AgentUnavailable);
 
-  // A server that accepts and never answers.
-  const { createServer } = await import('node:net');
-  const held: import('node:net').Socket[] = [];
-  const silent = createServer((s) => held.push(s));
-  const path = join(agent.dir, 'silent.sock');
-  await new Promise<void>((res) => silent.listen(path, res));
-  t.teardown(() => { held.forEach((s) => s.destroy()); silent.close(); });
-  const to = await t.throwsAsync(sendAgentRequest(path, req, 100));
-  t.true(to instanceof AgentUnavailable && /no answer within 100 ms/.test(to.reason));
+test('a malformed error or result from the handlers is one coded error, never "Internal: {}"', async (t) => {
+  for (const resp of [{ ok: false, error: {} }, { ok: false, error: null }, { ok: false, error: 'nope' }] as unknown as AgentResponse[]) {
+    const r = await run(env('ADD'), conf(), async () => resp);
+    t.is(r.code, 1);
+    t.like(r.json, { code: 110, msg: 'malformed error reply' });
+    t.regex(r.json.details, /^Internal: not an error body: /);
+  }
+  const noResult = await run(env('ADD'), conf(), async () => ({ ok: true }));
+  t.like(noResult.json, { code: 110 });
+  t.regex(noResult.json.details, /without a result/);
 });

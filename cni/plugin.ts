@@ -1,26 +1,25 @@
 /**
- * The `berth` CNI plugin as a testable dispatcher, after libcni's skel: env,
- * stdin, stdout and the agent transport are injected, so every path runs
- * in-process in tests; cni/main.ts only wires them to the real process.
+ * The CNI contract of the `berth` plugin as a testable dispatcher, after
+ * libcni's skel: env, stdin, stdout and the handler transport are injected,
+ * so every path runs in-process in tests. It runs inside the agent
+ * (agent/cni-relay.ts), on the raw request the `berth` relay binary
+ * (cni/relay) passes on: the one implementation of the CNI contract.
  *
- * The plugin is a thin front for the host agent (common/agent-protocol.ts):
- * it validates, forwards, and converts the agent's internal (CNI 1.1) result
+ * It validates, hands the agent's handlers an AgentRequest
+ * (common/agent-protocol.ts), and converts their internal (CNI 1.1) result
  * to the requested cniVersion. Validation order follows skel so that a
  * request with several faults reports the same one a reference plugin would:
  *   env presence (4) → stdin (5/6) → network name (7) → CNI_CONTAINERID,
  *   CNI_IFNAME, CNI_ARGS (4) → cniVersion (1) → verb/version gate (1) →
  *   config (7/2) → CNI_NETNS exists (4) → prevResult (7/6) → agent.
- * Nothing reaches the agent unless all of that passed.
+ * Nothing reaches the handlers unless all of that passed.
  *
- * Agent down: ADD, CHECK and GC answer 11 (try again later), STATUS answers
- * 50 (plugin not available), DEL is journalled (common/del-journal.ts) and
- * succeeds, because a failing DEL blocks pod teardown and the runtime would
- * retry it anyway (SPEC.md DEL: "plugins should generally complete a DEL
- * action without error even if some resources are missing").
+ * Agent down is the relay's to answer (cni/relay/berth.c): ADD, CHECK and GC
+ * 11, STATUS 50, DEL journalled (common/del-journal.ts) and successful.
  */
 import { statSync } from 'node:fs';
 import { BerthError, castError, fromBody, isBerthError, type ErrorKind } from '../common/errors';
-import type { AgentRequest, AgentVerb } from '../common/agent-protocol';
+import type { AgentRequest, AgentResponse, AgentVerb } from '../common/agent-protocol';
 import type { CniResult } from '../common/cni-types';
 import {
   LATEST_VERSION, isSupportedVersion, parseResult, toVersion, versionAtLeast, versionInfo, type CniVersion,
@@ -28,9 +27,7 @@ import {
 import {
   confName, confVersion, decodeConf, parseCniArgs, parseNetConf, parsePrevResult, NAME_RE, type BerthNetConf,
 } from '../common/cni-config';
-import { appendDel } from '../common/del-journal';
 import { createLogger, type Logger } from '../common/log';
-import { isAgentUnavailable, sendAgentRequest, type SendAgentRequest } from './agent-client';
 
 export const PLUGIN_VERSION = '0.1.0';
 export const VERBS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'GC', 'STATUS'] as const;
@@ -40,13 +37,18 @@ export interface PluginIO {
   env: Record<string, string | undefined>;
   /** Whole stdin; only called when the verb takes input. */
   readStdin(): Promise<string>;
-  /** Throws when the output can't be delivered (the runtime stopped reading): an ADD then undoes itself. */
   stdout(s: string): void;
   stderr(s: string): void;
-  /** Defaults to the unix-socket client. */
-  send?: SendAgentRequest;
-  /** Defaults to stat(2): exists and is not a directory. */
-  netnsExists?(path: string): Promise<boolean>;
+  /** The agent's handlers (agent/cni-handlers.ts), called in-process. */
+  send(req: AgentRequest): Promise<AgentResponse>;
+  /**
+   * Why CNI_NETNS can't be used, or undefined when it is a usable network
+   * namespace. In the agent: the namespace the relay passed (agent/cni-relay.ts).
+   * Defaults to stat(2): exists and is not a directory.
+   */
+  netnsProblem?(path: string): Promise<string | undefined>;
+  /** Where an Internal error's stack goes; defaults to stderr. The agent keeps it in its own log. */
+  internalError?(err: Error): void;
   now?(): Date;
 }
 
@@ -62,12 +64,27 @@ interface EnvRule {
   check?(value: string): string | undefined;
 }
 
-/** CNI spec 1.1 (SPEC.md "Interface name" rules in Section 2 "Parameters"); libcni utils.ValidateInterfaceName. */
+/**
+ * CNI spec 1.1 (SPEC.md "Interface name" rules in Section 2 "Parameters");
+ * libcni utils.ValidateInterfaceName. Stricter than the spec in one way:
+ * printable ASCII only. The kernel counts bytes (IFNAMSIZ) and treats some
+ * bytes >= 0x80 as whitespace, so a multibyte name was refused deep in the
+ * ADD (112) instead of here.
+ */
 export function ifNameProblem(name: string): string | undefined {
   if (name.length > 15) return 'interface name is too long (max 15 characters)';
   if (name === '.' || name === '..') return 'interface name is . or ..';
   if (/[/:\s]/.test(name)) return 'interface name contains / or : or whitespace';
+  if (!/^[\x21-\x7e]+$/.test(name)) return 'interface name has a character that is not printable ASCII';
   return undefined;
+}
+
+/** Longest CNI_CONTAINERID accepted: the agent keys etcd and its journal by it, and runtimes use 64. */
+export const MAX_CONTAINER_ID = 256;
+
+function containerIdProblem(v: string): string | undefined {
+  if (v.length > MAX_CONTAINER_ID) return `container ID of ${v.length} characters, at most ${MAX_CONTAINER_ID}`;
+  return NAME_RE.test(v) ? undefined : 'invalid characters in container ID';
 }
 
 /**
@@ -85,7 +102,7 @@ export const ENV_TABLE: Record<EnvVar, EnvRule> = {
     requiredFor: ['ADD', 'DEL', 'CHECK'],
     missing: 'InvalidEnv',
     invalid: 'InvalidEnv',
-    check: (v) => (NAME_RE.test(v) ? undefined : 'invalid characters in container ID'),
+    check: containerIdProblem,
   },
   CNI_NETNS: { requiredFor: ['ADD', 'CHECK'], missing: 'InvalidEnv', invalid: 'InvalidEnv' },
   CNI_IFNAME: { requiredFor: ['ADD', 'DEL', 'CHECK'], missing: 'InvalidEnv', invalid: 'InvalidEnv', check: ifNameProblem },
@@ -102,13 +119,12 @@ function envError(name: string, why: string): BerthError {
   return new BerthError('InvalidEnv', `${name}: ${why}`, `invalid environment variable ${name}`);
 }
 
-/** Sync on purpose: one stat(2), where fs.promises alone costs ~0.7 ms of start-up to load. */
-const defaultNetnsExists = async (path: string): Promise<boolean> => {
+const defaultNetnsProblem = async (path: string): Promise<string | undefined> => {
   try {
     const st = statSync(path, { throwIfNoEntry: false });
-    return st !== undefined && !st.isDirectory();
+    return st !== undefined && !st.isDirectory() ? undefined : 'no network namespace';
   } catch {
-    return false;
+    return 'no network namespace';
   }
 };
 
@@ -149,7 +165,7 @@ export async function runPlugin(io: PluginIO): Promise<number> {
     return 0;
   } catch (e) {
     const err = castError(e);
-    if (err.kind === 'Internal') io.stderr(`${err.stack ?? err.message}\n`);
+    if (err.kind === 'Internal') (io.internalError ?? ((x: Error) => io.stderr(`${x.stack ?? x.message}\n`)))(err);
     else log.error(err.message, { kind: err.kind, details: err.details });
     printError(io, outVersion, err);
     return 1;
@@ -212,8 +228,9 @@ async function dispatch(io: PluginIO, setVersion: (v: CniVersion) => void, setLo
   const log = createLogger({ plugin: 'berth', verb, containerId: containerId || undefined, ifName: ifName || undefined }, { level: conf.logLevel, write: io.stderr });
   setLog(log);
 
-  if (ENV_TABLE.CNI_NETNS.requiredFor.includes(verb) && !(await (io.netnsExists ?? defaultNetnsExists)(netns))) {
-    throw envError('CNI_NETNS', `no network namespace at ${JSON.stringify(netns)}`);
+  if (ENV_TABLE.CNI_NETNS.requiredFor.includes(verb)) {
+    const why = await (io.netnsProblem ?? defaultNetnsProblem)(netns);
+    if (why) throw envError('CNI_NETNS', `${why}: ${JSON.stringify(netns)}`);
   }
 
   const req: AgentRequest = { verb: verb as AgentVerb, containerId, netns, ifName, args, network: conf.name, pool: conf.pool };
@@ -260,68 +277,20 @@ async function dispatch(io: PluginIO, setVersion: (v: CniVersion) => void, setLo
       break;
   }
 
-  await forward(io, conf, req, log);
+  await forward(io, conf, req);
 }
 
-async function forward(io: PluginIO, conf: BerthNetConf, req: AgentRequest, log: Logger): Promise<void> {
-  const send = io.send ?? sendAgentRequest;
-  let resp;
-  try {
-    resp = await send(conf.agentSocket, req, conf.agentTimeoutMs);
-  } catch (e) {
-    if (!isAgentUnavailable(e)) throw e;
-    switch (req.verb) {
-      case 'DEL': {
-        let entry;
-        try {
-          entry = await appendDel(conf.journalDir, req, { now: io.now });
-        } catch (je) {
-          // Neither the agent nor the journal took it: only a retry can save the release.
-          const j = castError(je);
-          throw new BerthError('TryAgainLater', `agent: ${e.reason}; journal: ${j.details ?? j.message}`);
-        }
-        log.warn('agent unavailable; DEL journalled for replay', { reason: e.reason, journal: conf.journalDir, entry: entry.id });
-        return;
-      }
-      case 'STATUS':
-        throw new BerthError('PluginNotAvailable', `agent ${conf.agentSocket}: ${e.reason}`);
-      default:
-        throw new BerthError('TryAgainLater', `agent ${conf.agentSocket}: ${e.reason}`);
-    }
-  }
+async function forward(io: PluginIO, conf: BerthNetConf, req: AgentRequest): Promise<void> {
+  const resp = await io.send(req);
   if (!resp.ok) throw fromBody(resp.error);
   if (req.verb !== 'ADD') return;
-
+  if (!resp.result) throw new BerthError('Internal', 'agent answered ADD without a result');
+  let result: CniResult;
   try {
-    if (!resp.result) throw new BerthError('Internal', 'agent answered ADD without a result');
-    let result: CniResult;
-    try {
-      result = parseResult(resp.result, LATEST_VERSION, 'agent result');
-    } catch (e) {
-      throw new BerthError('Internal', `agent sent an invalid result: ${castError(e).details}`);
-    }
-    if (!result.dns && conf.dns) result.dns = conf.dns;
-    io.stdout(`${JSON.stringify(toVersion(result, conf.cniVersion))}\n`);
+    result = parseResult(resp.result, LATEST_VERSION, 'agent result');
   } catch (e) {
-    // The agent plumbed the pod, but the runtime gets no result: undo it now
-    // rather than trust a DEL that may never come.
-    await undoAdd(io, conf, req, send, log);
-    throw e;
+    throw new BerthError('Internal', `agent sent an invalid result: ${castError(e).details}`);
   }
-}
-
-/** DEL of an attachment whose ADD failed after the agent did its part; journalled when the agent is gone. Never throws. */
-async function undoAdd(io: PluginIO, conf: BerthNetConf, add: AgentRequest, send: SendAgentRequest, log: Logger): Promise<void> {
-  const del: AgentRequest = { verb: 'DEL', containerId: add.containerId, netns: add.netns, ifName: add.ifName, args: add.args, network: add.network, pool: add.pool };
-  try {
-    const r = await send(conf.agentSocket, del, conf.agentTimeoutMs);
-    if (r.ok) return log.warn('ADD failed after the agent plumbed the pod; undone');
-    log.warn('ADD failed after the agent plumbed the pod; the undo failed too (the runtime\'s DEL finishes it)', { error: r.error.code });
-  } catch (e) {
-    if (!isAgentUnavailable(e)) return;
-    await appendDel(conf.journalDir, del, { now: io.now }).then(
-      () => log.warn('ADD failed after the agent plumbed the pod; its undo is journalled', { reason: e.reason }),
-      () => undefined,
-    );
-  }
+  if (!result.dns && conf.dns) result.dns = conf.dns;
+  io.stdout(`${JSON.stringify(toVersion(result, conf.cniVersion))}\n`);
 }

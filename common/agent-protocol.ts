@@ -1,12 +1,16 @@
 /**
- * The local protocol between the `berth` CNI plugin and the host's agent.
+ * The request the agent's CNI handlers (agent/cni-handlers.ts) take: what
+ * cni/plugin.ts makes of a validated CNI invocation, and what a journalled
+ * DEL stores (common/del-journal.ts).
  *
- * One request per connection on a unix socket (default /run/berth/agent.sock,
- * mode 0600): the plugin writes one JSON line, the agent answers one JSON
- * line and closes. The plugin stays a thin front: it parses and validates,
- * then forwards; the agent holds every connection, cache and kernel handle.
- * Results travel in the internal (CNI 1.1) shape and are converted to the
- * requested cniVersion by the plugin on the way out.
+ * The agent's unix socket (default /run/berth/agent.sock, mode 0600) takes
+ * two kinds of connection, one request each, told apart by their first bytes:
+ *   - "BERTH/2 ...": the `berth` relay's raw CNI invocation
+ *     (common/relay-protocol.ts), validated by cni/plugin.ts in the agent;
+ *   - "{...}\n": an AgentRequest line, already validated, answered with one
+ *     AgentResponse line; for tests and tools (test/doubles/agent-client.ts).
+ * Results are in the internal (CNI 1.1) shape, converted to the requested
+ * cniVersion by cni/plugin.ts.
  */
 import type { ErrorBody } from './errors';
 import type { CniResult } from './cni-types';
@@ -18,8 +22,14 @@ export type AgentVerb = 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS';
 export interface AgentRequest {
   verb: AgentVerb;
   containerId: string;
-  /** Path of the container's netns; may be empty on DEL. */
+  /** Path of the container's netns as the runtime named it (CNI_NETNS); may be empty on DEL. */
   netns: string;
+  /**
+   * What the agent opens for that netns, when the relay passed it as a
+   * descriptor: /proc/self/fd/<n> in the agent (agent/cni-relay.ts). Never
+   * journalled: it lives as long as the request.
+   */
+  nsHandle?: string;
   ifName: string;
   /** Parsed CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, BERTH_IDENTITY, ...). */
   args: Record<string, string>;

@@ -24,6 +24,10 @@ import { isCidr, isIp, isMac, isSupportedVersion, parseDns, parseResult, SUPPORT
 
 export const DEFAULT_JOURNAL_DIR = '/var/lib/berth/del-journal';
 export const DEFAULT_AGENT_TIMEOUT_MS = 30_000;
+/** How long the relay waits for the agent to accept its connection (cni/relay/relay.h). */
+export const DEFAULT_AGENT_CONNECT_TIMEOUT_MS = 2_000;
+/** Deepest nesting a config may have; real ones stay under 8 (prevResult.interfaces[0].x). */
+export const MAX_CONFIG_DEPTH = 64;
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
@@ -32,7 +36,7 @@ export const KNOWN_FIELDS: readonly string[] = [
   // spec, Section 1 and 3
   'cniVersion', 'cniVersions', 'name', 'type', 'args', 'runtimeConfig', 'capabilities', 'prevResult', 'dns',
   // berth
-  'pool', 'agentSocket', 'agentTimeoutMs', 'journalDir', 'mtu', 'logLevel',
+  'pool', 'agentSocket', 'agentTimeoutMs', 'agentConnectTimeoutMs', 'journalDir', 'mtu', 'logLevel',
 ];
 
 /** GC's list of attachments to keep (SPEC.md "GC: Clean up any stale resources"). */
@@ -49,6 +53,8 @@ export interface BerthNetConf {
   pool: string;
   agentSocket: string;
   agentTimeoutMs: number;
+  /** Read by the relay only: its connect timeout. */
+  agentConnectTimeoutMs: number;
   journalDir: string;
   mtu?: number;
   logLevel: LogLevel;
@@ -81,7 +87,28 @@ export function decodeConf(stdin: string): Record<string, unknown> {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new BerthError('Decode', 'network config: expected a JSON object');
   }
+  const depth = nestingDepth(raw);
+  if (depth > MAX_CONFIG_DEPTH) throw new BerthError('Decode', `network config: nested ${depth} levels deep, at most ${MAX_CONFIG_DEPTH}`);
   return raw as Record<string, unknown>;
+}
+
+/**
+ * Depth of a parsed JSON value, without recursion, stopping just past
+ * MAX_CONFIG_DEPTH. Checked before anything recursive (JSON.stringify,
+ * parseResult) touches the value: thousands of levels once overflowed the
+ * stack there and surfaced as Internal (110) with a JS stack.
+ */
+function nestingDepth(root: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[root, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (d > max) max = d;
+    if (max > MAX_CONFIG_DEPTH) return max;
+    for (const c of Array.isArray(v) ? v : Object.values(v)) if (typeof c === 'object' && c !== null) stack.push([c, d + 1]);
+  }
+  return max;
 }
 
 /**
@@ -141,9 +168,23 @@ function requestedIps(v: unknown, path: string): string[] {
   });
 }
 
+/**
+ * Why a MAC can't be a pod interface's address, or undefined. The kernel
+ * refuses a multicast (I/G bit set) or all-zero address with EADDRNOTAVAIL,
+ * which used to surface late, as 112, after the veth existed.
+ */
+export function macProblem(v: string): string | undefined {
+  if (!isMac(v)) return 'not a MAC address';
+  const bytes = v.split(/[:-]/).map((x) => parseInt(x, 16));
+  if ((bytes[0] & 1) === 1) return 'a multicast MAC address';
+  if (bytes.every((b) => b === 0)) return 'the all-zero MAC address';
+  return undefined;
+}
+
 function requestedMac(v: unknown, path: string): string {
-  if (typeof v !== 'string' || !isMac(v)) invalid(`${path}: not a MAC address: ${preview(v)}`);
-  return v.toLowerCase().replace(/-/g, ':');
+  const why = typeof v === 'string' ? macProblem(v) : 'not a MAC address';
+  if (why) invalid(`${path}: ${why}: ${preview(v)}`);
+  return (v as string).toLowerCase().replace(/-/g, ':');
 }
 
 function attachments(v: unknown, key: string): GcAttachment[] {
@@ -185,6 +226,7 @@ export function parseNetConf(raw: Record<string, unknown>): BerthNetConf {
     pool: raw.pool,
     agentSocket: absPath(raw, 'agentSocket', DEFAULT_AGENT_SOCKET),
     agentTimeoutMs: intIn(raw, 'agentTimeoutMs', 100, 600_000) ?? DEFAULT_AGENT_TIMEOUT_MS,
+    agentConnectTimeoutMs: intIn(raw, 'agentConnectTimeoutMs', 10, 600_000) ?? DEFAULT_AGENT_CONNECT_TIMEOUT_MS,
     journalDir: absPath(raw, 'journalDir', DEFAULT_JOURNAL_DIR),
     logLevel: logLevel as LogLevel,
   };
@@ -255,7 +297,8 @@ function argsError(details: string): never {
  * trailing ';') are tolerated. All pairs, known or not, are returned.
  */
 export function parseCniArgs(s: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+  // Null prototype: a key such as __proto__ or constructor is only ever a key.
+  const out = Object.create(null) as Record<string, string>;
   if (!s) return out;
   for (const pair of s.split(';')) {
     if (pair === '') continue;
@@ -276,7 +319,7 @@ export function parseCniArgs(s: string | undefined): Record<string, string> {
   if (out.IP !== undefined) {
     for (const ip of out.IP.split(',')) if (!isIp(ip) && !isCidr(ip)) argsError(`IP: not an IP address: ${JSON.stringify(ip)}`);
   }
-  if (out.MAC !== undefined && !isMac(out.MAC)) argsError(`MAC: not a MAC address: ${JSON.stringify(out.MAC)}`);
+  if (out.MAC !== undefined && macProblem(out.MAC)) argsError(`MAC: ${macProblem(out.MAC)}: ${JSON.stringify(out.MAC)}`);
   return out;
 }
 

@@ -1,5 +1,7 @@
 /**
- * The on-disk journal of DELs the plugin could not hand to the agent.
+ * The on-disk journal of DELs that could not be carried out: written by the
+ * `berth` relay (cni/relay/journal.c, same format) when no agent answers, and
+ * by the agent when no controller does.
  *
  * Why: the runtime "will retry the deletion for a long time" only if DEL
  * fails, and a failing DEL blocks pod teardown. So when the agent is down the
@@ -21,7 +23,7 @@
  * (containerId, ifName) was ADDed again after that time, the entry is stale
  * and must be dropped, not applied.
  */
-import type * as Crypto from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from './errors';
@@ -49,18 +51,27 @@ export interface JournalOptions {
   now?: () => Date;
 }
 
-/**
- * node:crypto, loaded on first use: it costs ~3 ms of start-up, and the CNI
- * plugin, which bundles this module, touches the journal only when the agent
- * is down.
- */
-let cryptoModule: typeof Crypto | undefined;
-const crypto = (): typeof Crypto => (cryptoModule ??= require('node:crypto') as typeof Crypto);
 
-/** Stable id of an attachment's entry: same pool+container+ifname, same file. */
+const FNV_PRIME = 0x100000001b3n;
+const MASK64 = (1n << 64n) - 1n;
+/** Offset bases of the two FNV-1a passes; cni/relay/journal.c uses the same. */
+const FNV_BASES = [0xcbf29ce484222325n, 0x6c62272e07bb0142n] as const;
+
+/**
+ * Stable id of an attachment's entry: same pool+container+ifname, same file.
+ * Two 64-bit FNV-1a hashes of the UTF-8 bytes of pool\0containerId\0ifName,
+ * in hex: the `berth` relay (cni/relay/journal.c) computes the same id in C
+ * when it journals a DEL, so its entries and the agent's name the same file.
+ * Not a security boundary: only root writes the journal.
+ */
 export function journalId(req: Pick<AgentRequest, 'pool' | 'containerId' | 'ifName'>): string {
-  const h = crypto().createHash('sha256').update(`${req.pool}\0${req.containerId}\0${req.ifName}`).digest('hex');
-  return `${PREFIX}${h.slice(0, 32)}`;
+  const bytes = Buffer.from(`${req.pool}\0${req.containerId}\0${req.ifName}`, 'utf8');
+  const hex = FNV_BASES.map((base) => {
+    let h: bigint = base;
+    for (const b of bytes) h = ((h ^ BigInt(b)) * FNV_PRIME) & MASK64;
+    return h.toString(16).padStart(16, '0');
+  });
+  return `${PREFIX}${hex.join('')}`;
 }
 
 function ioError(op: string, e: unknown): BerthError {
@@ -102,7 +113,7 @@ export async function appendDel(dir: string, request: AgentRequest, opts: Journa
     throw new BerthError('TryAgainLater', `del-journal full: ${ids.length} entries in ${dir}`);
   }
   const final = join(dir, `${id}${SUFFIX}`);
-  const tmp = join(dir, `.${id}.${process.pid}.${crypto().randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dir, `.${id}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     const fh = await fs.open(tmp, 'wx', 0o600);
     try {

@@ -107,7 +107,9 @@ export function isErrorKind(s: unknown): s is ErrorKind {
 export function fromBody(body: unknown): BerthError {
   const b = body as Partial<ErrorBody> | null;
   if (b && isErrorKind(b.code)) return new BerthError(b.code, b.details, b.msg);
-  return new BerthError('Internal', JSON.stringify(body));
+  // A reply that is no error body (a proxy's page, {}, null) still becomes one coded, readable error.
+  const text = JSON.stringify(body) ?? String(body);
+  return new BerthError('Internal', `not an error body: ${text.length > 200 ? `${text.slice(0, 200)}...` : text}`, 'malformed error reply');
 }
 
 /**

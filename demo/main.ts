@@ -85,7 +85,7 @@ async function main(): Promise<number> {
       const confDir = join(h.dir, 'etc/cni/net.d');
       mkdirSync(confDir, { recursive: true });
       const conflist = join(confDir, '10-berth.conflist');
-      writeFileSync(conflist, JSON.stringify({ cniVersion: '1.1.0', name: 'berth', plugins: [{ type: 'berth', pool: c.pool.name, agentSocket: h.socket, journalDir: h.journalDir }] }));
+      writeFileSync(conflist, JSON.stringify({ cniVersion: '1.0.0', name: 'berth', plugins: [{ type: 'berth', pool: c.pool.name, agentSocket: h.socket, journalDir: h.journalDir }] }));
       runtimes.set(h.name, new CniRuntime(binDir, conflist));
     }
     say(`\n2. Pool "${c.pool.name}" is ${c.pool.cidr} (gateway ${c.pool.gateway}). Creating ${o.pods} pod(s) per host through ${binDir}/berth.`);

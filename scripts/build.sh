@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Berth: TypeScript to dist/, the setns addon (agent/native), then the
-# single-file CNI plugin bundle when its script exists. The addon is rebuilt
-# only when its sources are newer than the built .node.
+# `berth` CNI relay, a static C binary (dist/bin/berth, scripts/build-relay.sh).
+# The addon and the relay are rebuilt only when their sources are newer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +13,4 @@ if [ ! -f "$addon" ] || [ -n "$(find agent/native -maxdepth 1 -type f \( -name '
   npx --no-install node-gyp rebuild -C agent/native --loglevel=error >/dev/null
 fi
 
-if [ -f scripts/bundle-cni.mjs ]; then node scripts/bundle-cni.mjs; fi
+bash scripts/build-relay.sh

@@ -17,6 +17,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/nft ] || need+=(nftables)
 # The isolation tests forge packets (raw and AF_PACKET sockets) with python3.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -f /usr/lib/x86_64-linux-gnu/libjansson.a ] || [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libjansson.a" ] || need+=(libjansson-dev)
 if [ "${BERTH_WITH_BENCH_TOOLS:-0}" = 1 ]; then
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 fi

@@ -1,7 +1,7 @@
 /**
  * The agent's CNI side against hostile or broken input, on real parts (a
  * real etcd and controller, a simulated host with berth0, the handlers
- * behind a real socket, the bundled plugin exec'd as a runtime does):
+ * behind a real socket, the relay binary exec'd as a runtime does):
  *   - CNI_NETNS that is no network namespace (a FIFO once froze the agent);
  *   - an ADD that fails after its kernel steps leaves nothing behind;
  *   - a config with a dns block over 1 MiB: ADD answers, and DEL still cleans up.
@@ -79,13 +79,16 @@ test('CNI_NETNS that is no network namespace: a clear error, nothing bound or cr
   });
   t.false(existsSync(valveMark), 'the agent never blocked on the FIFO');
 
-  // Through the plugin, as a runtime does: a clear CNI error for each.
+  // Through the plugin, as a runtime does: the relay passes what it opened, and the
+  // CNI front in the agent answers 4 (invalid CNI_NETNS) for each, before any handler.
   const viaPlugin = async (cid: string, p: string): Promise<ExecResult> => s.cni('ADD', cid, { name: 'x', path: p });
-  for (const [cid, p, code] of [['pfifo', fifo, 100], ['pfile', file, 100], ['pnull', '/dev/null', 100], ['pdir', bad, 4], ['pmissing', join(bad, 'missing'), 4]] as const) {
+  for (const [cid, p, why] of [['pfifo', fifo, /not a network namespace/], ['pfile', file, /not a network namespace/], ['pnull', '/dev/null', /not a network namespace/],
+    ['pdir', bad, /not a network namespace/], ['pmissing', join(bad, 'missing'), /no network namespace/]] as const) {
     const r = await viaPlugin(cid, p);
     t.is(r.code, 1, cid);
-    t.is(r.json?.code, code, `${cid}: ${r.stdout}`);
-    t.regex(r.json?.msg ?? '', code === 100 ? /not a network namespace/ : /CNI_NETNS/, cid);
+    t.is(r.json?.code, 4, `${cid}: ${r.stdout}`);
+    t.regex(r.json?.msg ?? '', /CNI_NETNS/, cid);
+    t.regex(r.json?.details ?? '', why, cid);
   }
   // Nothing of the refused ADDs exists: no lease, no veth, one route (the good pod's).
   for (const cid of ['fifo', 'file', 'dir', 'devnull', 'missing', 'mntns', 'pfifo', 'pfile', 'pnull']) t.falsy(await leaseOf(s, `k8s/web/${cid}`), cid);

@@ -2,7 +2,7 @@
  * The agent's CNI verbs end to end, on real parts: a real etcd, a real
  * controller, a simulated host (a Lab namespace with berth0) and pod
  * namespaces, the handlers behind a real startCniServer socket, and the
- * bundled `berth` binary exec'd exactly as a runtime does, across every
+ * `berth` relay binary exec'd exactly as a runtime does, across every
  * supported cniVersion. Needs root; touches only bth-* namespaces.
  */
 import test, { type ExecutionContext } from 'ava';

@@ -15,7 +15,7 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { startCluster, type Cluster, type ClusterHost, type Pod } from '../sim/cluster';
 import { eventually } from '../sim/eventually';
-import { BIN, ensureBundle, execWithStdin } from '../sim/exec';
+import { BIN, ensureRelay, execWithStdin } from '../sim/exec';
 import { nftPath } from '../agent/kernel/firewall';
 import { nsExec, tcpProbe, type Netns, type SimHost } from '../sim/netns';
 
@@ -27,7 +27,7 @@ let c: Cluster;
 let outside: SimHost;
 
 test.before(async () => {
-  await ensureBundle();
+  await ensureRelay();
   c = await startCluster({ hosts: 2, poolCidr: '198.18.12.0/24', resyncMs: 300, agentEnv: env });
   // A machine on the underlay that is no Berth host: the "internet" of this cluster.
   outside = c.lab.host('out');

@@ -16,7 +16,7 @@ import { ControllerClient } from '../common/controller-client';
 import { appendDel, readDelJournal } from '../common/del-journal';
 import { silentLogger } from '../common/log';
 import { startController, type RunningController } from '../controller/app';
-import { sendAgentRequest } from '../cni/agent-client';
+import { sendAgentRequest } from './doubles/agent-client';
 import { vethNameFor } from '../agent/desired';
 import { startCluster, type Cluster } from '../sim/cluster';
 import { eventually } from '../sim/eventually';

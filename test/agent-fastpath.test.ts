@@ -9,7 +9,7 @@
  */
 import test from 'ava';
 import type { AgentRequest } from '../common/agent-protocol';
-import { sendAgentRequest } from '../cni/agent-client';
+import { sendAgentRequest } from './doubles/agent-client';
 import { startCluster, type Cluster } from '../sim/cluster';
 import { eventually } from '../sim/eventually';
 import { nsExec, tcpProbe, type Netns } from '../sim/netns';

@@ -1,6 +1,6 @@
 /**
  * Berth's ADD result must be a valid prevResult for the reference plugins.
- * Pipes the bundled plugin's output (fake agent behind it) into Debian's
+ * Pipes the relay's output (fake agent behind it) into Debian's
  * /usr/lib/cni/tuning for ADD, CHECK and DEL in a real network namespace.
  * Skips without root, `ip` or the plugins; the lead's chaining tests go further.
  */
@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import type { CniResult } from '../common/cni-types';
 import { SUPPORTED_VERSIONS, parseResult, projectToVersion, versionAtLeast } from '../common/cni-version';
 import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
-import { ensureBundle, execPlugin } from '../sim/exec';
+import { ensureRelay, execPlugin } from '../sim/exec';
 
 const TUNING = '/usr/lib/cni/tuning';
 const NS = `berth-cni-chain-${process.pid}`;
@@ -24,7 +24,7 @@ function sh(cmd: string, args: string[]) {
 }
 
 test.before(async () => {
-  await ensureBundle();
+  await ensureRelay();
   if (process.getuid?.() !== 0 || !existsSync(TUNING)) return;
   try {
     sh('ip', ['netns', 'add', NS]);

@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { silentLogger } from '../common/log';
 import { startController, type RunningController } from '../controller/app';
 import { warmThreadPool } from '../agent/kernel/netns';
-import { BIN, ensureBundle, execWithStdin, type ExecResult } from '../sim/exec';
+import { BIN, ensureRelay, execWithStdin, type ExecResult } from '../sim/exec';
 import { startEtcd, type EtcdServer } from '../sim/etcd';
 import { startSite, type Site } from './harness/cni-site';
 import { nsExec, type Netns } from '../sim/netns';
@@ -27,7 +27,7 @@ let ctl: RunningController;
 test.before(async () => {
   if (!usable) return;
   await warmThreadPool();
-  await ensureBundle();
+  await ensureRelay();
   etcd = await startEtcd();
   ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger });
 });

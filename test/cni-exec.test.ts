@@ -1,5 +1,5 @@
 /**
- * The bundled `berth` binary, exec'd exactly as a runtime does, against a
+ * The `berth` relay binary, exec'd exactly as a runtime does, against a
  * fake agent on a real unix socket: every supported cniVersion, every verb,
  * a table of bad inputs (each with its CNI code and an untouched agent), and
  * the agent-down behaviour of each verb.
@@ -14,14 +14,14 @@ import { BerthError } from '../common/errors';
 import { SUPPORTED_VERSIONS, toVersion, projectToVersion } from '../common/cni-version';
 import { readDelJournal } from '../common/del-journal';
 import { startFakeAgent, type FakeAgent, type Responder } from './doubles/fake-agent';
-import { ensureBundle, execPlugin } from '../sim/exec';
+import { ensureRelay, execPlugin } from '../sim/exec';
 
 const NETNS_NAME = `berth-cni-exec-${process.pid}`;
 let netns = '';
 let scratch = '';
 
 test.before(async () => {
-  await ensureBundle();
+  await ensureRelay();
   scratch = mkdtempSync(join(tmpdir(), 'berth-cni-exec-'));
   try {
     execFileSync('ip', ['netns', 'add', NETNS_NAME], { stdio: 'ignore' });
@@ -257,8 +257,10 @@ test('agent down: ADD/CHECK/GC answer 11, STATUS 50, DEL journals and succeeds',
   t.is(del.stdout, '');
   const { entries } = await readDelJournal(journalDir);
   t.is(entries.length, 1);
-  t.like(entries[0].request, { verb: 'DEL', containerId: 'c0ffee01', ifName: 'eth0', pool: 'default', netns: '' });
-  t.deepEqual(entries[0].request.prevResult, projectToVersion(canned, '0.3.1'));
+  t.like(entries[0].request, { verb: 'DEL', containerId: 'c0ffee01', ifName: 'eth0', pool: 'default', netns: '', network: 'berth-net' });
+  t.deepEqual(entries[0].request.args, { IgnoreUnknown: '1', K8S_POD_NAMESPACE: 'shop', K8S_POD_NAME: 'web-0' });
+  // The relay journals what DEL needs (identity), not the cached result: DEL cleans up without it.
+  t.false('prevResult' in entries[0].request);
 });
 
 test('agent that hangs up without answering counts as down', async (t) => {

@@ -8,6 +8,7 @@
  * netlink socket inside a pod's namespace and then moves straight back; read
  * agent/README-netns.md before calling it from anywhere else.
  * routeSocket/deleteLinkOn (berth_dellink.c) delete a link off the JS thread;
+ * recvWithFd (berth_recvfd.c) takes the pod netns fd the CNI relay passes;
  * berth_bpf.c holds the fast path's programs and maps.
  */
 #define _GNU_SOURCE
@@ -133,6 +134,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "routeSocket", fn);
   napi_create_function(env, "deleteLinkOn", NAPI_AUTO_LENGTH, berth_js_delete_link_on, NULL, &fn);
   napi_set_named_property(env, exports, "deleteLinkOn", fn);
+  napi_create_function(env, "recvWithFd", NAPI_AUTO_LENGTH, berth_js_recv_with_fd, NULL, &fn);
+  napi_set_named_property(env, exports, "recvWithFd", fn);
   const struct { const char *name; napi_callback cb; } bpf[] = {
     { "bpfMapCreate", berth_js_bpf_map_create },
     { "bpfMapUpdate", berth_js_bpf_map_update },

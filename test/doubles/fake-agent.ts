@@ -1,13 +1,21 @@
 /**
  * A fake host agent for the plugin's tests: a real unix-socket server that
- * speaks common/agent-protocol.ts, records every request and answers from a
- * canned responder. Test-only; never imported by cni/main.ts.
+ * speaks the agent's protocols (common/relay-protocol.ts from the `berth`
+ * relay, AgentRequest lines from test/doubles/agent-client.ts). Relay
+ * requests go through the real CNI contract (cni/plugin.ts via
+ * agent/cni-relay.ts, namespace checks included); only the handlers are
+ * canned: every AgentRequest they get is recorded (as it would cross a wire,
+ * JSON round-tripped) and answered by `respond`.
  */
-import { createServer, type Server } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentRequest, AgentResponse } from '../../common/agent-protocol';
+import { BerthError } from '../../common/errors';
+import { createLogger } from '../../common/log';
+import { readRequest } from '../../agent/cni-server';
+import { answerRelay } from '../../agent/cni-relay';
 
 /** 'close' drops the connection without answering; 'garbage' answers a non-JSON line. */
 export type Responder = (req: AgentRequest) => AgentResponse | 'close' | 'garbage';
@@ -23,27 +31,46 @@ export interface FakeAgent {
 export async function startFakeAgent(respond: Responder = () => ({ ok: true })): Promise<FakeAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'berth-fake-agent-'));
   const socketPath = join(dir, 'agent.sock');
+  const open = new Set<Socket>();
   const agent: FakeAgent = {
     socketPath,
     dir,
     requests: [],
     respond,
-    close: () => new Promise<void>((res) => server.close(() => { rmSync(dir, { recursive: true, force: true }); res(); })),
+    close: () => new Promise<void>((res) => {
+      for (const s of open) s.destroy();
+      server.close(() => { rmSync(dir, { recursive: true, force: true }); res(); });
+    }),
   };
-  const server: Server = createServer((sock) => {
-    let buf = '';
-    sock.on('data', (d) => {
-      buf += d.toString('utf8');
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      const req = JSON.parse(buf.slice(0, nl)) as AgentRequest;
-      agent.requests.push(req);
-      const out = agent.respond(req);
-      if (out === 'close') sock.destroy();
-      else if (out === 'garbage') sock.end('not json\n');
-      else sock.end(`${JSON.stringify(out)}\n`);
-    });
+  const log = createLogger({ agent: 'fake' }, { level: 'error', write: () => undefined });
+  const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+    open.add(sock);
+    sock.on('close', () => open.delete(sock));
     sock.on('error', () => undefined);
+    let misbehave: 'close' | 'garbage' | undefined;
+    const canned = async (req: AgentRequest): Promise<AgentResponse> => {
+      const { nsHandle: _h, ...wire } = req;
+      agent.requests.push(JSON.parse(JSON.stringify(wire)) as AgentRequest);
+      const out = agent.respond(req);
+      if (out === 'close' || out === 'garbage') {
+        misbehave = out;
+        return { ok: false, error: new BerthError('Internal', 'fake agent misbehaves').toBody() };
+      }
+      return out;
+    };
+    void readRequest(sock).then(async (r) => {
+      if (!r) return;
+      let text: string;
+      if (r.kind === 'relay') text = JSON.stringify(await answerRelay(r.frame, r.fd, canned, log));
+      else if (r.kind === 'line') text = JSON.stringify(await canned(JSON.parse(r.line) as AgentRequest));
+      else {
+        if (r.fd >= 0) closeSync(r.fd);
+        text = JSON.stringify({ ok: false, error: new BerthError('Decode', r.why).toBody() });
+      }
+      if (misbehave === 'close') sock.destroy();
+      else if (misbehave === 'garbage') sock.end('not json\n');
+      else sock.end(`${text}\n`);
+    });
   });
   await new Promise<void>((res, rej) => {
     server.once('error', rej);

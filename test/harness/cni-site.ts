@@ -2,7 +2,7 @@
  * One simulated host running the agent's CNI side, for integration tests:
  * a Lab namespace with berth0 (the "host"), a pool of its own on a shared
  * controller, the real handlers behind a real startCniServer socket, a DEL
- * journal directory, and a helper that execs the bundled `berth` binary as
+ * journal directory, and a helper that execs the `berth` relay binary as
  * a runtime does. The test process stays in the root netns and reaches the
  * host only through a netlink socket opened inside it.
  */
@@ -20,7 +20,7 @@ import { openNetlinkIn, warmThreadPool } from '../../agent/kernel/netns';
 import { startController, type RunningController } from '../../controller/app';
 import { startEtcd, type EtcdServer } from '../../sim/etcd';
 import type { Netlink } from '../../agent/kernel/nl';
-import { ensureBundle, execPlugin, type ExecResult } from '../../sim/exec';
+import { ensureRelay, execPlugin, type ExecResult } from '../../sim/exec';
 import { Lab, randomTag, type Netns } from '../../sim/netns';
 
 export interface Site {
@@ -95,10 +95,10 @@ export interface CniBackend {
   stop(): Promise<void>;
 }
 
-/** Starts the backend; also warms the thread pool and builds the plugin bundle if needed. */
+/** Starts the backend; also warms the thread pool and builds the relay binary if needed. */
 export async function startCniBackend(): Promise<CniBackend> {
   await warmThreadPool();
-  await ensureBundle();
+  await ensureRelay();
   const etcd = await startEtcd();
   const ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', log: silentLogger }).catch(async (e) => {
     await etcd.stop();

@@ -1,19 +1,17 @@
 /**
- * The plugin's side of common/agent-protocol.ts: one connection, one JSON
- * line out, one JSON line back. Only node:net, so the binary starts fast;
- * and net is loaded on the first request, not at start-up, because net and
- * the stream modules it pulls in cost ~3 ms of CPU that VERSION and requests
- * rejected before forwarding never need.
+ * A test and tooling client for the agent socket's AgentRequest lines
+ * (common/agent-protocol.ts): one connection, one JSON line out, one JSON
+ * line back. Not the CNI front: runtimes exec the `berth` relay, which speaks
+ * common/relay-protocol.ts. Tests use this to reach the handlers directly.
  *
- * Failures are split in two, because the verbs treat them differently:
+ * Failures are split in two:
  *   - AgentUnavailable: nobody answered (socket missing, refused, reset,
- *     timed out, or closed before a full line). ADD/CHECK/GC answer 11,
- *     STATUS 50, DEL journals and succeeds.
+ *     timed out, or closed before a full line);
  *   - an AgentResponse with ok:false: the agent answered; its error is passed
  *     through with Berth's code.
  */
 import type * as Net from 'node:net';
-import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
+import type { AgentRequest, AgentResponse } from '../../common/agent-protocol';
 
 /** Bigger than any real response (a result is well under 4 KiB). */
 const MAX_RESPONSE_BYTES = 1 << 20;

@@ -1,32 +1,34 @@
 /**
- * cni/main.ts talks to fds 0-2 with sync reads and writes (see its header),
- * so the cases a stream would have handled for it are tested here, on the
- * bundled binary: a stdout whose reader is gone (EPIPE), and non-blocking
- * pipes inherited from the runtime (EAGAIN) on stdin and on stdout. No root:
- * a plain file stands in for CNI_NETNS, FIFOs for the runtime's pipes.
+ * The relay's I/O on the fds a runtime hands it (cni/relay/io.c): a stdout
+ * whose reader is gone (EPIPE, and an ADD whose result was lost is undone),
+ * and non-blocking pipes inherited from the runtime (EAGAIN) on stdin and on
+ * stdout. FIFOs stand in for the runtime's pipes; CNI_NETNS is a real netns
+ * (the agent side checks it is one).
  *
  * Node's spawn makes fds 0-2 of a child blocking, so a non-blocking fd is
  * passed as fd 3 and moved onto stdin/stdout by `sh` (dup2 keeps O_NONBLOCK).
  */
 import test from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, read, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, read, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startFakeAgent, type FakeAgent } from '../test/doubles/fake-agent';
-import { BIN, ensureBundle } from '../sim/exec';
+import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
+import { BIN, ensureRelay } from '../sim/exec';
 
+const NETNS_NAME = `berth-relay-io-${process.pid}`;
 let scratch = '';
 let netns = '';
 
 test.before(async () => {
-  await ensureBundle();
-  scratch = mkdtempSync(join(tmpdir(), 'berth-main-'));
-  netns = join(scratch, 'netns');
-  writeFileSync(netns, '');
+  await ensureRelay();
+  scratch = mkdtempSync(join(tmpdir(), 'berth-relay-io-'));
+  execFileSync('ip', ['netns', 'add', NETNS_NAME]);
+  netns = `/run/netns/${NETNS_NAME}`;
 });
 
 test.after.always(() => {
+  if (netns) execFileSync('ip', ['netns', 'del', NETNS_NAME]);
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
@@ -88,7 +90,7 @@ test('a non-blocking stdin is read whole, across EAGAIN', async (t) => {
   const text = conf(a);
   // The first half is there at once; with the writer still open, the next read is EAGAIN.
   writeSync(wr, text.slice(0, 40));
-  const child = spawn('sh', ['-c', 'exec "$0" "$1" 0<&3 3<&-', process.execPath, BIN], { env: addEnv(), stdio: ['ignore', 'pipe', 'pipe', rd] });
+  const child = spawn('sh', ['-c', 'exec "$0" 0<&3 3<&-', BIN], { env: addEnv(), stdio: ['ignore', 'pipe', 'pipe', rd] });
   closeSync(rd);
   const done = collect(child);
   await new Promise((r) => setTimeout(r, 200)); // the plugin is waiting on its stdin by now
@@ -114,7 +116,7 @@ test('a full non-blocking stdout is retried until the runtime reads, and nothing
       throw e;
     }
   }
-  const child = spawn('sh', ['-c', 'exec "$0" "$1" 1>&3 3>&-', process.execPath, BIN], { env: addEnv(), stdio: ['pipe', 'ignore', 'pipe', wr] });
+  const child = spawn('sh', ['-c', 'exec "$0" 1>&3 3>&-', BIN], { env: addEnv(), stdio: ['pipe', 'ignore', 'pipe', wr] });
   closeSync(wr);
   let exited = false;
   const done = collect(child).finally(() => (exited = true));
@@ -136,4 +138,17 @@ test('a full non-blocking stdout is retried until the runtime reads, and nothing
   const line = out.subarray(filled).toString('utf8');
   t.true(line.endsWith('\n'));
   t.deepEqual(JSON.parse(line).ips, RESULT.ips);
+});
+
+test('an ADD whose result nobody reads is undone: the relay sends the DEL itself', async (t) => {
+  const a = await agent(t);
+  const child = spawn(BIN, [], { env: addEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdout.destroy(); // the runtime is gone before the result is written
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(conf(a));
+  const r = await collect(child);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /stdout: EPIPE; output not delivered/);
+  t.deepEqual(a.requests.map((q) => q.verb), ['ADD', 'DEL']);
+  t.like(a.requests[1], { containerId: 'c1', ifName: 'eth0', pool: 'p' });
 });
