@@ -23,7 +23,7 @@ import type { Logger } from '../common/log';
 import type { CniHandler } from './cni-api';
 import { replayerOf } from './cni-handlers';
 
-export async function replayJournal(dir: string, handler: CniHandler, log: Logger): Promise<{ replayed: number; failed: number }> {
+export async function replayJournal(dir: string, handler: CniHandler, log: Logger): Promise<{ replayed: number; failed: number; superseded: number }> {
   const { entries, corrupt } = await readDelJournal(dir);
   for (const id of corrupt) {
     log.warn('removing a corrupt DEL journal entry', { dir, id });
@@ -32,12 +32,14 @@ export async function replayJournal(dir: string, handler: CniHandler, log: Logge
   const replayer = replayerOf(handler);
   let replayed = 0;
   let failed = 0;
+  let superseded = 0;
   for (const entry of entries) {
     const req = entry.request;
     const fields = { id: entry.id, containerId: req.containerId, ifName: req.ifName, pool: req.pool, journaledAt: entry.journaledAt };
     const resp = replayer ? await replayer(dir, entry) : await handler(req);
     if (resp === 'superseded') {
       log.info('journalled DEL superseded by a later ADD; dropped', fields);
+      superseded++;
       continue;
     }
     if (!resp.ok) {
@@ -53,7 +55,7 @@ export async function replayJournal(dir: string, handler: CniHandler, log: Logge
     }
   }
   if (entries.length + corrupt.length > 0) log.info('DEL journal replayed', { dir, replayed, failed, corrupt: corrupt.length });
-  return { replayed, failed };
+  return { replayed, failed, superseded };
 }
 
 export interface JournalReplayer {
@@ -73,7 +75,9 @@ export interface JournalReplayer {
  * identity it holds can't start on another host. fs.watch is inotify here;
  * if it can't be set up, the period alone still replays everything.
  */
-export function startJournalReplay(dir: string, handler: CniHandler, log: Logger, o: { periodMs: number }): JournalReplayer {
+export function startJournalReplay(
+  dir: string, handler: CniHandler, log: Logger, o: { periodMs: number; onReplay?: (r: Awaited<ReturnType<typeof replayJournal>>) => void },
+): JournalReplayer {
   let running: Promise<void> | undefined;
   let again = false;
   let closed = false;
@@ -86,7 +90,7 @@ export function startJournalReplay(dir: string, handler: CniHandler, log: Logger
       do {
         again = false;
         try {
-          await replayJournal(dir, handler, log);
+          o.onReplay?.(await replayJournal(dir, handler, log));
         } catch (e) {
           log.warn('del journal replay failed', { error: castError(e).message });
         }

@@ -44,6 +44,8 @@ export interface ReconcilerOptions {
   kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
   /** Runs after apply each pass (the fast path's maps); returns its change count. */
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
+  /** Told every completed pass (agent/metrics.ts). */
+  onPass?: (r: PassResult) => void;
 }
 
 /**
@@ -184,6 +186,7 @@ export class Reconciler {
     this.inPass = false;
     const r: PassResult = { pass: this.passes, ops: plan.length, applied, failed, ms, why, plan };
     this.lastPass = r;
+    this.o.onPass?.(r);
     this.o.log.info('reconcile pass', {
       pass: r.pass, ops: r.ops, applied, failed, ms, why, ...(fastPathOps !== undefined ? { fastPathOps } : {}), ...(error ? { error } : {}),
     });

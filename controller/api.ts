@@ -10,6 +10,7 @@ import { BerthError, castError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { queryHistory } from './history';
 import { declareDead, hostViews } from './hosts';
+import { clusterStatus } from './status';
 import type { LeaseStore } from './store';
 
 const MAX_BODY = 64 * 1024;
@@ -48,6 +49,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: { token?: string
       return [200, { events: await queryHistory(store.etcd, q) }];
     }],
     ['GET', /^\/v1\/hosts$/, async () => [200, { hosts: await hostViews(deps) }]],
+    ['GET', /^\/v1\/status$/, async () => [200, await clusterStatus(store)]],
     ['DELETE', /^\/v1\/hosts\/([^/]+)$/, async (c) => {
       return [200, await declareDead(deps, c.params[0], { by: 'operator', reason: 'forgotten by an operator', force: isForce(c.query) })];
     }],

@@ -9,9 +9,11 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { openEtcd, type EtcdConnection } from '../common/etcd';
 import { createLogger, type Logger } from '../common/log';
+import { startMetricsServer, type MetricsServer } from '../common/metrics-http';
 import { createApi } from './api';
 import { Expirer } from './expirer';
 import { DEFAULT_HOST_DEAD_AFTER_SECONDS, HostReaper } from './host-reaper';
+import { ControllerMetrics } from './metrics';
 import { LeaseStore } from './store';
 import { ClusterView } from './view';
 
@@ -31,6 +33,8 @@ export interface ControllerOptions {
   hostCheckMs?: number;
   now?: () => number;
   log?: Logger;
+  /** host:port or unix:///path for /metrics, /healthz and /readyz (common/metrics-http.ts); none when absent. */
+  metricsListen?: string;
 }
 
 export interface RunningController {
@@ -40,6 +44,8 @@ export interface RunningController {
   store: LeaseStore;
   expirer: Expirer;
   reaper: HostReaper;
+  /** The metrics listener's URL, when metricsListen was given. */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -48,7 +54,14 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const log = (o.log ?? createLogger({ component: 'controller' })).child({ replica: replicaId });
   const etcd = openEtcd(o.etcd);
   const view = new ClusterView(etcd, log);
-  await view.start();
+  const etcdHealthy = async () => {
+    try { await etcd.maintenance.status(); return true; } catch { return false; }
+  };
+  // Metrics first, so /readyz answers 503 while the view lists.
+  const metrics = o.metricsListen !== undefined ? new ControllerMetrics() : undefined;
+  let metricsServer: MetricsServer | undefined;
+  if (metrics) metricsServer = await startMetricsServer(o.metricsListen!, metrics.registry, async () => ({ etcd: await etcdHealthy(), view: view.synced }), log);
+  try { await view.start(); } catch (e) { await metricsServer?.close(); throw e; }
   const now = o.now ?? Date.now;
   const store = new LeaseStore(etcd, view, log, { batchMax: o.batchMax, now });
   const expirer = new Expirer(etcd, log, {
@@ -57,6 +70,7 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     historyMaxAgeMs: o.historyMaxAgeMs ?? 7 * 24 * 3600 * 1000,
     historyMaxPerAddress: o.historyMaxPerAddress ?? 200,
     now,
+    ...(metrics ? { onPass: (r: { ok: boolean; freed: number }) => metrics.expirerPass(r) } : {}),
   });
   expirer.start();
   const deadAfterMs = (o.hostDeadAfterSeconds ?? DEFAULT_HOST_DEAD_AFTER_SECONDS) * 1000;
@@ -64,9 +78,10 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     replicaId, deadAfterMs, checkMs: o.hostCheckMs ?? Math.min(5000, Math.max(100, Math.floor(deadAfterMs / 10))), now,
   });
   reaper.start();
-  const etcdHealthy = async () => {
-    try { await etcd.maintenance.status(); return true; } catch { return false; }
-  };
+  if (metrics) {
+    metrics.observe({ etcd, view, store, isLeader: () => expirer.isLeader });
+    metrics.instrument(store);
+  }
   const servers: Server[] = [];
   const urls: string[] = [];
   for (const listen of Array.isArray(o.listen) ? o.listen : [o.listen]) {
@@ -77,9 +92,11 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const url = urls[0];
   log.info('controller listening', { urls });
   return {
-    url, urls, store, expirer, reaper,
+    url, urls, store, expirer, reaper, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     async stop() {
       await Promise.all(servers.map((server) => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); })));
+      await metricsServer?.close();
+      metrics?.close({ etcd });
       await reaper.stop();
       await expirer.stop();
       await view.close();

@@ -19,6 +19,8 @@ export interface ExpirerOptions {
   historyMaxAgeMs: number;
   historyMaxPerAddress: number;
   now: () => number;
+  /** Told the result of every sweep (controller/metrics.ts). */
+  onPass?: (r: { ok: boolean; freed: number }) => void;
 }
 
 export async function sweepExpired(etcd: Etcd3, nowMs: number): Promise<number> {
@@ -111,8 +113,10 @@ export class Expirer {
         this.lastTrimMs = now;
       }
       if (freed || trimmed) this.log.info('expirer pass', { freed, trimmed });
+      this.opts.onPass?.({ ok: true, freed });
     } catch (e) {
       this.log.warn('expirer pass failed', { error: castError(e).message });
+      this.opts.onPass?.({ ok: false, freed: 0 });
     }
   }
 

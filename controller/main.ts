@@ -13,6 +13,7 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-controller')
   .description('Berth lease authority: pools, hosts and stable address leases in etcd, served over HTTP')))
   .option('--listen <addr...>', 'HTTP listen addresses: host:port or unix:///path (mode 0600)', ['127.0.0.1:7480'])
   .option('--token-file <file>', 'require this bearer token on every API call')
+  .option('--metrics-listen <addr>', 'Prometheus /metrics, /healthz and /readyz: host:port or unix:///path (mode 0600)', '127.0.0.1:9480')
   .option('--sweep-ms <ms>', 'expiry sweep interval', positiveInt, 1000)
   .option('--history-max-age-hours <h>', 'keep lease history this long', positiveInt, 168)
   .option('--history-max-per-address <n>', 'keep at most this many events per address', positiveInt, 200)
@@ -25,7 +26,7 @@ async function main(): Promise<void> {
   const ctl = await startController({
     etcd: etcdConnectionFrom(o),
     listen: o.listen, token: readTokenFile(o.tokenFile), sweepMs: o.sweepMs,
-    historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, hostDeadAfterSeconds: o.hostDeadAfter, log,
+    historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, hostDeadAfterSeconds: o.hostDeadAfter, metricsListen: o.metricsListen, log,
   });
   const shutdown = (sig: string) => {
     log.info('shutting down', { signal: sig });
