@@ -18,7 +18,7 @@
  * API (all of it):
  *   startCluster(opts)          ClusterOptions: hosts, poolCidr, hold? (pool holdSeconds), poolName?,
  *                               resyncMs?, hostTtlSeconds?, hostDeadAfterSeconds? (controller), agentEnv?
- *   Cluster fields              etcd (EtcdServer), controller (RunningController), client
+ *   Cluster fields              etcd (EtcdServer), controller (RunningController; .metricsUrl is a unix:// socket), client
  *                               (ControllerClient over the controller's unix socket), controllerUrl
  *                               ('unix:///…'), lab (Lab), pool ({name,cidr,gateway}), hosts, dir
  *   ClusterHost                 name, sim (SimHost: netns name/path, underlayIp, dev), dir,
@@ -170,6 +170,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const controllerUrl = `unix://${path.join(dir, 'controller.sock')}`;
     controller = await startController({
       etcd: { endpoints: [etcd.endpoint] }, listen: ['127.0.0.1:0', controllerUrl], log: silentLogger,
+      metricsListen: `unix://${path.join(dir, 'controller-metrics.sock')}`,
       ...(o.hostDeadAfterSeconds !== undefined ? { hostDeadAfterSeconds: o.hostDeadAfterSeconds } : {}),
     });
     client = new ControllerClient({ url: controller.url });
