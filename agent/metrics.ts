@@ -120,7 +120,7 @@ export class AgentMetrics {
     return async (req: AgentRequest) => {
       const t0 = performance.now();
       const resp = await handler(req);
-      const code = resp.ok ? '0' : String(resp.error.code);
+      const code = resp.ok ? '0' : String(resp.error.cniCode);
       const verb = VERBS.includes(req.verb) ? req.verb : 'other';
       this.cniSeconds.observe({ verb, code }, (performance.now() - t0) / 1000);
       return resp;
