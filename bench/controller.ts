@@ -7,13 +7,17 @@
  * work a correct allocation could do with one transaction each. The
  * controller can beat it only by group-committing concurrent allocations.
  *
- *   npm run bench:controller [-- --count 2000]
+ * Then the cost of metrics: the controller's allocations at concurrency 16,
+ * alternately with and without a scraper on its /metrics (bench/scrape-cost.ts).
+ *
+ *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_PAIRS (3), BENCH_SCRAPE_MS (250))
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ControllerClient } from '../common/controller-client';
 import { freePort, startEtcd } from '../sim/etcd';
 import { eventually } from '../sim/eventually';
+import { scrapeCost, scrapeCostLine, type ScrapeCost } from './scrape-cost';
 
 const COUNT = Number(process.argv[process.argv.indexOf('--count') + 1]) || 2000;
 const LEVELS = [1, 16, 64];
@@ -31,17 +35,21 @@ async function main(): Promise<void> {
   const etcd = await startEtcd();
   // The controller runs as its own process, as in production; this process only generates load.
   const port = await freePort();
-  const ctl = spawn(process.execPath, [join(__dirname, '../controller/main.js'), '--etcd-endpoints', etcd.endpoint, '--listen', `127.0.0.1:${port}`],
+  const metricsPort = await freePort();
+  const ctl = spawn(process.execPath, [join(__dirname, '../controller/main.js'), '--etcd-endpoints', etcd.endpoint, '--listen', `127.0.0.1:${port}`,
+    '--metrics-listen', `127.0.0.1:${metricsPort}`],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BERTH_LOG_LEVEL: 'warn' } });
   const client = new ControllerClient({ url: `http://127.0.0.1:${port}` });
   await eventually(() => client.health(), { timeoutMs: 15_000, what: 'controller' });
   const raw = etcd.client();
   const rows: { c: number; n: number; alloc: number; txn: number }[] = [];
+  let mc: ScrapeCost | undefined;
   try {
-    for (const c of LEVELS) {
+    // Pools may not overlap: one /20 each (4094 addresses).
+    for (const [level, c] of LEVELS.entries()) {
       const n = c === 1 ? Math.min(COUNT, 500) : COUNT;
       const poolName = `bench-c${c}`;
-      await client.createPool({ name: poolName, cidr: '198.18.0.0/16' });
+      await client.createPool({ name: poolName, cidr: `198.18.${level * 16}.0/20` });
       const allocSecs = await pool(n, c, (i) => client.bind(poolName, { identity: `bench/${c}/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' }));
       const txnSecs = await pool(n, c, (i) => {
         const key = `/bench/raw/${c}/${i}`;
@@ -49,6 +57,11 @@ async function main(): Promise<void> {
       });
       rows.push({ c, n, alloc: n / allocSecs, txn: n / txnSecs });
     }
+    mc = await scrapeCost([`http://127.0.0.1:${metricsPort}`], Number(process.env.BENCH_SCRAPE_PAIRS ?? 3), Number(process.env.BENCH_SCRAPE_MS ?? 250), async (run) => {
+      const poolName = `bench-m${run}`;
+      await client.createPool({ name: poolName, cidr: `198.18.${(LEVELS.length + run) * 16}.0/20` });
+      return pool(COUNT, 16, (i) => client.bind(poolName, { identity: `bench/m${run}/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' }));
+    });
   } finally {
     client.close();
     ctl.kill('SIGTERM');
@@ -60,6 +73,7 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`${String(r.c).padStart(11)}  ${String(r.n).padStart(5)}  ${r.alloc.toFixed(0).padStart(7)}  ${r.txn.toFixed(0).padStart(10)}  ${(r.alloc / r.txn).toFixed(2).padStart(5)}`);
   }
+  if (mc) console.log(scrapeCostLine(`${COUNT} allocations at concurrency 16`, mc));
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

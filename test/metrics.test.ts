@@ -19,7 +19,7 @@ import type { Attachment } from '../demo/runtime';
 import { startCluster } from '../sim/cluster';
 import { startEtcd } from '../sim/etcd';
 import { eventually } from '../sim/eventually';
-import { get, metric, scrape, type Exposition } from './harness/prom';
+import { get, metric, scrape, type Exposition } from '../sim/prom';
 import { installPlugin } from './harness/plugin';
 
 const until = <T>(what: string, fn: () => Promise<T | undefined>) =>

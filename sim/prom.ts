@@ -1,5 +1,5 @@
 /**
- * Test side of the metrics listener: fetch over http:// or unix://, and a
+ * Scraper side of the metrics listener (tests and benches): fetch over http:// or unix://, and a
  * parser for the Prometheus text exposition format 0.0.4 (what prom-client
  * writes): `# HELP`/`# TYPE` lines and samples `name{label="value",...} value [timestamp]`,
  * label values escaped with \\, \" and \n. Strict: a line it does not
