@@ -13,6 +13,7 @@
 import type { Etcd3 } from 'etcd3';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { castError } from '../common/errors';
+import type { PoolUsage } from '../common/records';
 import type { LeaseStore } from './store';
 import { txnObservers } from './txn';
 import type { ClusterView } from './view';
@@ -75,11 +76,18 @@ export class ControllerMetrics {
   observe(deps: { etcd: Etcd3; view: ClusterView; store: LeaseStore; isLeader: () => boolean }): void {
     const { view, store } = deps;
     const r = [this.registry];
-    const perPool = (name: string, help: string, pick: (p: ReturnType<LeaseStore['listPools']>[number]) => number) => new Gauge({
+    // The five pool gauges are collected one after another in one scrape: count the view once for all of them.
+    let usage: { at: number; pools: PoolUsage[] } | undefined;
+    const pools = () => {
+      const now = performance.now();
+      if (!usage || now - usage.at > 100) usage = { at: now, pools: store.listPools() };
+      return usage.pools;
+    };
+    const perPool = (name: string, help: string, pick: (p: PoolUsage) => number) => new Gauge({
       name, help, labelNames: ['pool'] as const, registers: r,
       collect() {
         this.reset();
-        for (const p of store.listPools()) this.set({ pool: p.name }, pick(p));
+        for (const p of pools()) this.set({ pool: p.name }, pick(p));
       },
     });
     perPool('berth_controller_pool_size_addresses', 'Leasable addresses of the pool (CIDR less network, broadcast, gateway and reserved).', (p) => p.size);
