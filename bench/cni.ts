@@ -213,7 +213,7 @@ async function main(): Promise<void> {
     const bp = await parallel(berth, PAR_PODS, PAR, 'b');
     const rp = await parallel(ref, PAR_PODS, PAR, 'r');
     const mc = await scrapeCost([c.hosts[0].metricsUrl, c.controller.metricsUrl!], Number(process.env.BENCH_SCRAPE_PAIRS ?? 3), Number(process.env.BENCH_SCRAPE_MS ?? 250),
-      async (i) => { const p = await parallel(berth, PAR_PODS, PAR, `m${i}`); return (p.addMs + p.delMs) / 1000; });
+      [c.hosts[0].pid!], async (i) => { const p = await parallel(berth, PAR_PODS, PAR, `m${i}`); return (p.addMs + p.delMs) / 1000; });
 
     const bAdd = stat(bs.add), bDel = stat(bs.del), rAdd = stat(rs.add), rDel = stat(rs.del);
     const sub = (x: Stat): Stat => ({ p50: x.p50 - nsx.p50, p95: x.p95 - nsx.p50, n: x.n });

@@ -10,7 +10,7 @@
  * Then the cost of metrics: the controller's allocations at concurrency 16,
  * alternately with and without a scraper on its /metrics (bench/scrape-cost.ts).
  *
- *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_PAIRS (3), BENCH_SCRAPE_MS (250))
+ *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_PAIRS (4), BENCH_SCRAPE_MS (250))
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -21,6 +21,8 @@ import { scrapeCost, scrapeCostLine, type ScrapeCost } from './scrape-cost';
 
 const COUNT = Number(process.argv[process.argv.indexOf('--count') + 1]) || 2000;
 const LEVELS = [1, 16, 64];
+/** Allocations per run of the metrics-cost phase: long enough (seconds) that a 250 ms scraper lands several times. */
+const SCRAPE_COUNT = 4000;
 
 async function pool<T>(n: number, concurrency: number, job: (i: number) => Promise<T>): Promise<number> {
   let next = 0;
@@ -57,10 +59,13 @@ async function main(): Promise<void> {
       });
       rows.push({ c, n, alloc: n / allocSecs, txn: n / txnSecs });
     }
-    mc = await scrapeCost([`http://127.0.0.1:${metricsPort}`], Number(process.env.BENCH_SCRAPE_PAIRS ?? 3), Number(process.env.BENCH_SCRAPE_MS ?? 250), async (run) => {
+    mc = await scrapeCost([`http://127.0.0.1:${metricsPort}`], Number(process.env.BENCH_SCRAPE_PAIRS ?? 4), Number(process.env.BENCH_SCRAPE_MS ?? 250), [ctl.pid!], async (run) => {
       const poolName = `bench-m${run}`;
-      await client.createPool({ name: poolName, cidr: `198.18.${(LEVELS.length + run) * 16}.0/20` });
-      return pool(COUNT, 16, (i) => client.bind(poolName, { identity: `bench/m${run}/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' }));
+      await client.createPool({ name: poolName, cidr: `198.18.${(LEVELS.length + (run % 2)) * 16}.0/20` });
+      const secs = await pool(SCRAPE_COUNT, 16, (i) => client.bind(poolName, { identity: `bench/m${run}/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' }));
+      // Untimed: every run starts from the same etcd size (the expirer reads every lease each sweep).
+      await client.deletePool(poolName, true);
+      return secs;
     });
   } finally {
     client.close();
@@ -73,7 +78,7 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`${String(r.c).padStart(11)}  ${String(r.n).padStart(5)}  ${r.alloc.toFixed(0).padStart(7)}  ${r.txn.toFixed(0).padStart(10)}  ${(r.alloc / r.txn).toFixed(2).padStart(5)}`);
   }
-  if (mc) console.log(scrapeCostLine(`${COUNT} allocations at concurrency 16`, mc));
+  if (mc) console.log(scrapeCostLine(`${SCRAPE_COUNT} allocations at concurrency 16`, mc));
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });
