@@ -20,7 +20,7 @@
  *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
  *   5. metrics     the berth 8-way run again, alternately with and without a scraper
  *                  on the agent's and controller's /metrics (bench/scrape-cost.ts):
- *                  BENCH_SCRAPE_PAIRS (3), BENCH_SCRAPE_MS (250)
+ *                  BENCH_SCRAPE_PAIRS (4), BENCH_SCRAPE_MS (250)
  */
 import { execFileSync } from 'node:child_process';
 import { execWithStdin } from '../sim/exec';
@@ -212,7 +212,7 @@ async function main(): Promise<void> {
     const rs = await sequential(ref, N, 'r');
     const bp = await parallel(berth, PAR_PODS, PAR, 'b');
     const rp = await parallel(ref, PAR_PODS, PAR, 'r');
-    const mc = await scrapeCost([c.hosts[0].metricsUrl, c.controller.metricsUrl!], Number(process.env.BENCH_SCRAPE_PAIRS ?? 3), Number(process.env.BENCH_SCRAPE_MS ?? 250),
+    const mc = await scrapeCost([c.hosts[0].metricsUrl, c.controller.metricsUrl!], Number(process.env.BENCH_SCRAPE_PAIRS ?? 4), Number(process.env.BENCH_SCRAPE_MS ?? 250),
       [c.hosts[0].pid!], async (i) => { const p = await parallel(berth, PAR_PODS, PAR, `m${i}`); return (p.addMs + p.delMs) / 1000; });
 
     const bAdd = stat(bs.add), bDel = stat(bs.del), rAdd = stat(rs.add), rDel = stat(rs.del);
