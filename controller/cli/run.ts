@@ -65,7 +65,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   };
 
   const program = new Command('berthctl')
-    .description('Operate Berth: pools, leases and their history, hosts.')
+    .description('Operate Berth: pools, leases and their history, hosts, cluster status.')
     .option('--controller <url>', `controller API URL (env BERTH_CONTROLLER, default ${DEFAULT_CONTROLLER})`)
     .option('--token-file <file>', 'file holding the API bearer token (env BERTH_TOKEN_FILE)')
     .exitOverride()
