@@ -80,6 +80,7 @@ export class Registration {
   private lastPassAt: string | undefined;
   private publishedMs = 0;
   private publishing = false;
+  private passWhilePublishing: Date | undefined;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -130,13 +131,20 @@ export class Registration {
   notePass(at: Date): void {
     this.lastPassAt = at.toISOString();
     const lease = this.lease;
-    if (!lease || this.stopped || this.publishing || (this.publishedMs !== 0 && at.getTime() - this.publishedMs < this.passPublishMs)) return;
+    if (!lease || this.stopped || (this.publishedMs !== 0 && at.getTime() - this.publishedMs < this.passPublishMs)) return;
+    // One put at a time; a pass noted meanwhile is looked at again when it lands.
+    if (this.publishing) { this.passWhilePublishing = at; return; }
     this.publishing = true;
     this.publishedMs = at.getTime();
     lease.put(keys.alive(this.self.name)).value(this.aliveValue()).then(() => undefined, (e) => {
       this.publishedMs = 0;
       this.log.debug('publishing the last pass failed', { error: castError(e).message });
-    }).finally(() => { this.publishing = false; });
+    }).finally(() => {
+      this.publishing = false;
+      const next = this.passWhilePublishing;
+      this.passWhilePublishing = undefined;
+      if (next) this.notePass(next);
+    });
   }
 
   private async register(): Promise<void> {
