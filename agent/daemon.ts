@@ -213,7 +213,7 @@ export class Agent {
     // opening must not wait a period), and every resync period for entries
     // that failed (controller down).
     this.journal = startJournalReplay(o.journalDir, handler, this.log.child({ component: 'journal' }), {
-      periodMs: o.resyncMs ?? 10_000, onReplay: (r) => this.metrics?.replayed(r),
+      periodMs: o.resyncMs ?? 10_000, onEntry: (r) => this.metrics?.replayed(r),
     });
     await this.journal.first;
   }

@@ -23,7 +23,11 @@ import type { Logger } from '../common/log';
 import type { CniHandler } from './cni-api';
 import { replayerOf } from './cni-handlers';
 
-export async function replayJournal(dir: string, handler: CniHandler, log: Logger): Promise<{ replayed: number; failed: number; superseded: number }> {
+export type ReplayResult = 'replayed' | 'failed' | 'superseded';
+
+export async function replayJournal(
+  dir: string, handler: CniHandler, log: Logger, onEntry?: (r: ReplayResult) => void,
+): Promise<{ replayed: number; failed: number }> {
   const { entries, corrupt } = await readDelJournal(dir);
   for (const id of corrupt) {
     log.warn('removing a corrupt DEL journal entry', { dir, id });
@@ -32,22 +36,23 @@ export async function replayJournal(dir: string, handler: CniHandler, log: Logge
   const replayer = replayerOf(handler);
   let replayed = 0;
   let failed = 0;
-  let superseded = 0;
   for (const entry of entries) {
     const req = entry.request;
     const fields = { id: entry.id, containerId: req.containerId, ifName: req.ifName, pool: req.pool, journaledAt: entry.journaledAt };
     const resp = replayer ? await replayer(dir, entry) : await handler(req);
     if (resp === 'superseded') {
       log.info('journalled DEL superseded by a later ADD; dropped', fields);
-      superseded++;
+      onEntry?.('superseded');
       continue;
     }
     if (!resp.ok) {
       failed++;
+      onEntry?.('failed');
       log.warn('journalled DEL failed; kept for the next replay', { ...fields, error: resp.error.code, details: resp.error.details });
       continue;
     }
     replayed++;
+    onEntry?.('replayed');
     try {
       await removeDelEntryIfUnchanged(dir, entry);
     } catch (e) {
@@ -55,7 +60,7 @@ export async function replayJournal(dir: string, handler: CniHandler, log: Logge
     }
   }
   if (entries.length + corrupt.length > 0) log.info('DEL journal replayed', { dir, replayed, failed, corrupt: corrupt.length });
-  return { replayed, failed, superseded };
+  return { replayed, failed };
 }
 
 export interface JournalReplayer {
@@ -76,7 +81,7 @@ export interface JournalReplayer {
  * if it can't be set up, the period alone still replays everything.
  */
 export function startJournalReplay(
-  dir: string, handler: CniHandler, log: Logger, o: { periodMs: number; onReplay?: (r: Awaited<ReturnType<typeof replayJournal>>) => void },
+  dir: string, handler: CniHandler, log: Logger, o: { periodMs: number; onEntry?: (r: ReplayResult) => void },
 ): JournalReplayer {
   let running: Promise<void> | undefined;
   let again = false;
@@ -90,7 +95,7 @@ export function startJournalReplay(
       do {
         again = false;
         try {
-          o.onReplay?.(await replayJournal(dir, handler, log));
+          await replayJournal(dir, handler, log, o.onEntry);
         } catch (e) {
           log.warn('del journal replay failed', { error: castError(e).message });
         }

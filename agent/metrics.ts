@@ -12,6 +12,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { AgentRequest } from '../common/agent-protocol';
 import type { LeaseView } from '../common/records';
 import type { CniHandler } from './cni-api';
+import type { ReplayResult } from './journal-replay';
 import type { PassResult } from './reconciler';
 
 /** Seconds: a CNI ADD is a controller round trip plus netlink work, 5 ms .. 1 s. */
@@ -136,9 +137,8 @@ export class AgentMetrics {
     if (r.failed === 0) this.lastOkPassMs = this.now();
   }
 
-  replayed(r: { replayed: number; failed: number; superseded: number }): void {
-    if (r.replayed) this.replays.inc({ result: 'replayed' }, r.replayed);
-    if (r.failed) this.replays.inc({ result: 'failed' }, r.failed);
-    if (r.superseded) this.replays.inc({ result: 'superseded' }, r.superseded);
+  /** One journalled DEL replayed (agent/journal-replay.ts). */
+  replayed(result: ReplayResult): void {
+    this.replays.inc({ result });
   }
 }

@@ -37,8 +37,13 @@ test('histograms and counters: buckets, +Inf, sum and count', async (t) => {
   t.is(metric(e, 'x_missing'), undefined);
 });
 
+test('Inf and NaN in any case, as Prometheus reads them (prom-client writes "Nan")', (t) => {
+  const e = parseExposition('a +Inf\nb -Inf\nc Nan\nd NaN\ne inf\n');
+  t.deepEqual(e.samples.map((s) => s.value), [Infinity, -Infinity, NaN, NaN, Infinity]);
+});
+
 test('refuses malformed expositions', (t) => {
-  for (const bad of ['x{l="v} 1', 'x{l=v} 1', 'x 1 2 3', 'x one', '1x 1', 'x{l="\\q"} 1', '# TYPE x bogus']) {
+  for (const bad of ['x{l="v} 1', 'x{l=v} 1', 'x 1 2 3', 'x one', 'x nana', '1x 1', 'x{l="\\q"} 1', '# TYPE x bogus']) {
     t.throws(() => parseExposition(bad), undefined, bad);
   }
 });

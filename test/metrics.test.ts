@@ -45,6 +45,12 @@ test('metrics move as pods are added, deleted and moved; berthctl status follows
   const ctl = () => scrape(ctlUrl);
   const agent = (h: typeof h1) => scrape(h.metricsUrl);
   const cni = (e: Exposition, verb: string, code = '0') => metric(e, 'berth_agent_cni_request_duration_seconds_count', { verb, code });
+  // Pool gauges are the watch-fed view's counts: they follow a commit once the view has seen it.
+  const poolIs = (want: { bound: number; held: number }) => until(`pool bound ${want.bound}, held ${want.held}`, async () => {
+    const e = await ctl();
+    const got = { bound: metric(e, 'berth_controller_pool_bound_leases', { pool }), held: metric(e, 'berth_controller_pool_held_leases', { pool }) };
+    return got.bound === want.bound && got.held === want.held ? e : undefined;
+  });
 
   const size = (await c.client.pool(pool)).size;
   let m = await ctl();
@@ -72,9 +78,9 @@ test('metrics move as pods are added, deleted and moved; berthctl status follows
   m = await ctl();
   t.is(metric(m, 'berth_controller_lease_operations_total', { op: 'bind', result: 'allocated' }), 1);
   t.is(metric(m, 'berth_controller_lease_operation_duration_seconds_count', { op: 'bind', outcome: 'allocated' }), 1);
-  t.is(metric(m, 'berth_controller_pool_bound_leases', { pool }), 1);
-  t.is(metric(m, 'berth_controller_pool_free_addresses', { pool }), size - 1);
   t.true(metric(m, 'berth_controller_etcd_txn_duration_seconds_count', { outcome: 'committed' })! >= 1);
+  m = await poolIs({ bound: 1, held: 0 });
+  t.is(metric(m, 'berth_controller_pool_free_addresses', { pool }), size - 1);
   await until('watch lag observed', async () => metric(await ctl(), 'berth_controller_watch_lag_seconds_count') || undefined);
   // host-2 routes to the new pod: its endpoint count for host-1 moves, and its pass applied ops.
   await until('host-2 sees the endpoint on host-1', async () => (metric(await agent(h2), 'berth_agent_endpoints', { host: h1.name }) === 1 ? true : undefined));
@@ -88,8 +94,8 @@ test('metrics move as pods are added, deleted and moved; berthctl status follows
   t.is(cni(a1, 'DEL'), 1);
   m = await ctl();
   t.is(metric(m, 'berth_controller_lease_operations_total', { op: 'release', result: 'released' }), 1);
-  t.is(metric(m, 'berth_controller_pool_bound_leases', { pool }), 0);
-  t.is(metric(m, 'berth_controller_pool_held_leases', { pool }), 1);
+  m = await poolIs({ bound: 0, held: 1 });
+  t.is(metric(m, 'berth_controller_pool_free_addresses', { pool }), size - 1);
 
   // The same pod starts on host-2: the held lease moves there.
   const moved: Attachment = { ...att, containerId: randomBytes(12).toString('hex'), netns: c.lab.pod('m2').path };
@@ -99,7 +105,7 @@ test('metrics move as pods are added, deleted and moved; berthctl status follows
   t.is(cni(await agent(h2), 'ADD'), 1);
   m = await ctl();
   t.is(metric(m, 'berth_controller_lease_operations_total', { op: 'bind', result: 'existing' }), 1);
-  t.is(metric(m, 'berth_controller_pool_bound_leases', { pool }), 1);
+  await poolIs({ bound: 1, held: 0 });
   await until('host-1 sees the endpoint move to host-2', async () => {
     const e = await agent(h1);
     return metric(e, 'berth_agent_endpoints', { host: h2.name }) === 1 && metric(e, 'berth_agent_endpoints', { host: h1.name }) === 0 ? true : undefined;
@@ -112,6 +118,14 @@ test('metrics move as pods are added, deleted and moved; berthctl status follows
   const code = String(checked.error!.code);
   const a1c = await agent(h1);
   t.is(cni(a1c, 'CHECK', code), 1, `CHECK counted under code ${code}: ${JSON.stringify(a1c.samples.filter((s) => s.name.startsWith('berth_agent_cni') && s.name.endsWith('count')))}`);
+
+  // A DEL while host-1's agent is down is journalled by the plugin; the restarted agent replays it.
+  await c.stopAgent(h1);
+  const journalled = await rt.get(h1.name)!.del(unknown);
+  t.is(journalled.code, 0, JSON.stringify(journalled.error));
+  await c.startAgent(h1);
+  await until('the journalled DEL replayed', async () => (metric(await agent(h1), 'berth_agent_del_journal_replays_total', { result: 'replayed' }) === 1 ? true : undefined));
+  t.is(metric(await agent(h1), 'berth_agent_del_journal_depth'), 0);
 
   // berthctl status: both agents alive with a last pass, the pool's usage, nothing stuck.
   const status = await until('both agents published a pass', async () => {
