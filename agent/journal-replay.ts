@@ -52,12 +52,12 @@ export async function replayJournal(
       continue;
     }
     replayed++;
-    onEntry?.('replayed');
     try {
       await removeDelEntryIfUnchanged(dir, entry);
     } catch (e) {
       log.warn('replayed DEL but could not remove its entry (it will replay again, harmlessly)', { ...fields, error: castError(e).message });
     }
+    onEntry?.('replayed');
   }
   if (entries.length + corrupt.length > 0) log.info('DEL journal replayed', { dir, replayed, failed, corrupt: corrupt.length });
   return { replayed, failed };
