@@ -7,10 +7,10 @@
  * work a correct allocation could do with one transaction each. The
  * controller can beat it only by group-committing concurrent allocations.
  *
- * Then the cost of metrics: the controller's allocations at concurrency 16,
+ * Then the cost of metrics: 2000 allocations at concurrency 16, 8 pairs of runs
  * alternately with and without a scraper on its /metrics (bench/scrape-cost.ts).
  *
- *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_PAIRS (4), BENCH_SCRAPE_MS (250))
+ *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_PAIRS (8), BENCH_SCRAPE_MS (250))
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -21,8 +21,8 @@ import { scrapeCost, scrapeCostLine, type ScrapeCost } from './scrape-cost';
 
 const COUNT = Number(process.argv[process.argv.indexOf('--count') + 1]) || 2000;
 const LEVELS = [1, 16, 64];
-/** Allocations per run of the metrics-cost phase: long enough (seconds) that a 250 ms scraper lands several times. */
-const SCRAPE_COUNT = 4000;
+/** Allocations per run of the metrics-cost phase: short runs (about a second), many pairs, so load from elsewhere falls on both halves. */
+const SCRAPE_COUNT = 2000;
 
 async function pool<T>(n: number, concurrency: number, job: (i: number) => Promise<T>): Promise<number> {
   let next = 0;
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
       });
       rows.push({ c, n, alloc: n / allocSecs, txn: n / txnSecs });
     }
-    mc = await scrapeCost([`http://127.0.0.1:${metricsPort}`], Number(process.env.BENCH_SCRAPE_PAIRS ?? 4), Number(process.env.BENCH_SCRAPE_MS ?? 250), [ctl.pid!], async (run) => {
+    mc = await scrapeCost([`http://127.0.0.1:${metricsPort}`], Number(process.env.BENCH_SCRAPE_PAIRS ?? 8), Number(process.env.BENCH_SCRAPE_MS ?? 250), [ctl.pid!], async (run) => {
       const poolName = `bench-m${run}`;
       await client.createPool({ name: poolName, cidr: `198.18.${(LEVELS.length + (run % 2)) * 16}.0/20` });
       const secs = await pool(SCRAPE_COUNT, 16, (i) => client.bind(poolName, { identity: `bench/m${run}/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' }));
