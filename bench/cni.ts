@@ -18,9 +18,9 @@
  *
  *   BENCH_CNI_N (40), BENCH_CNI_FLOOR_N (30), BENCH_CNI_PAR_PODS (80), BENCH_CNI_PAR (8),
  *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
- *   5. metrics     berth 8-way ADD+DEL of 32 pods, alternately with and without a scraper
- *                  on the agent's and controller's /metrics (bench/scrape-cost.ts):
- *                  BENCH_SCRAPE_PAIRS (8), BENCH_SCRAPE_MS (250)
+ *   5. metrics     one berth 8-way ADD+DEL run of 200 pods with a scraper on the agent's and
+ *                  controller's /metrics switched on and off every second (bench/scrape-cost.ts):
+ *                  BENCH_SCRAPE_PODS (200), BENCH_SCRAPE_MS (250)
  */
 import { execFileSync } from 'node:child_process';
 import { execWithStdin } from '../sim/exec';
@@ -36,8 +36,8 @@ const FLOOR_N = Number(process.env.BENCH_CNI_FLOOR_N ?? 30);
 const PAR_PODS = Number(process.env.BENCH_CNI_PAR_PODS ?? 80);
 const PAR = Number(process.env.BENCH_CNI_PAR ?? 8);
 const WARMUP = 3;
-/** Pods per run of the metrics phase: short runs, many pairs, so load from elsewhere falls on both halves. */
-const SCRAPE_PODS = 32;
+/** Pods of the metrics phase's one 8-way run (ADD all, then DEL all): about 20 one-second slices. */
+const SCRAPE_PODS = Number(process.env.BENCH_SCRAPE_PODS ?? 200);
 
 /** dist/bench/cni.js -> dist/bin/berth, unless BENCH_CNI_PLUGIN names another build */
 const BERTH = process.env.BENCH_CNI_PLUGIN ?? resolve(__dirname, '../bin/berth');
@@ -214,8 +214,13 @@ async function main(): Promise<void> {
     const rs = await sequential(ref, N, 'r');
     const bp = await parallel(berth, PAR_PODS, PAR, 'b');
     const rp = await parallel(ref, PAR_PODS, PAR, 'r');
-    const mc = await scrapeCost([c.hosts[0].metricsUrl, c.controller.metricsUrl!], Number(process.env.BENCH_SCRAPE_PAIRS ?? 8), Number(process.env.BENCH_SCRAPE_MS ?? 250),
-      [c.hosts[0].pid!], async (i) => { const p = await parallel(berth, SCRAPE_PODS, PAR, `m${i}`); return (p.addMs + p.delMs) / 1000; });
+    // Metrics cost: one long 8-way run of the plugin, the scraper switched on and off in slices (bench/scrape-cost.ts).
+    const mc = await scrapeCost({
+      urls: [c.hosts[0].metricsUrl, c.controller.metricsUrl!], everyMs: Number(process.env.BENCH_SCRAPE_MS ?? 250), sliceMs: 1000, cpuPids: [c.hosts[0].pid!],
+    }, async (done) => {
+      const counted: Subject = { name: berth.name, run: async (verb, cid, netns) => { const r = await berth.run(verb, cid, netns); done(); return r; } };
+      await parallel(counted, SCRAPE_PODS, PAR, 'm');
+    });
 
     const bAdd = stat(bs.add), bDel = stat(bs.del), rAdd = stat(rs.add), rDel = stat(rs.del);
     const sub = (x: Stat): Stat => ({ p50: x.p50 - nsx.p50, p95: x.p95 - nsx.p50, n: x.n });

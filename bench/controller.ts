@@ -7,10 +7,11 @@
  * work a correct allocation could do with one transaction each. The
  * controller can beat it only by group-committing concurrent allocations.
  *
- * Then the cost of metrics: 2000 allocations at concurrency 16, 8 pairs of runs
- * alternately with and without a scraper on its /metrics (bench/scrape-cost.ts).
+ * Then the cost of metrics: 20000 binds, each released at once, at concurrency 16 in one run,
+ * with a scraper on the controller's /metrics switched on and off every half
+ * second (bench/scrape-cost.ts).
  *
- *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_PAIRS (8), BENCH_SCRAPE_MS (250))
+ *   npm run bench:controller [-- --count 2000]   (env BENCH_SCRAPE_MS (250))
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -21,8 +22,8 @@ import { scrapeCost, scrapeCostLine, type ScrapeCost } from './scrape-cost';
 
 const COUNT = Number(process.argv[process.argv.indexOf('--count') + 1]) || 2000;
 const LEVELS = [1, 16, 64];
-/** Allocations per run of the metrics-cost phase: short runs (about a second), many pairs, so load from elsewhere falls on both halves. */
-const SCRAPE_COUNT = 2000;
+/** Bind + release pairs of the metrics-cost run: tens of seconds, dozens of half-second slices. */
+const SCRAPE_COUNT = 20_000;
 
 async function pool<T>(n: number, concurrency: number, job: (i: number) => Promise<T>): Promise<number> {
   let next = 0;
@@ -59,14 +60,19 @@ async function main(): Promise<void> {
       });
       rows.push({ c, n, alloc: n / allocSecs, txn: n / txnSecs });
     }
-    mc = await scrapeCost([`http://127.0.0.1:${metricsPort}`], Number(process.env.BENCH_SCRAPE_PAIRS ?? 8), Number(process.env.BENCH_SCRAPE_MS ?? 250), [ctl.pid!], async (run) => {
-      const poolName = `bench-m${run}`;
-      await client.createPool({ name: poolName, cidr: `198.18.${(LEVELS.length + (run % 2)) * 16}.0/20` });
-      const secs = await pool(SCRAPE_COUNT, 16, (i) => client.bind(poolName, { identity: `bench/m${run}/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' }));
-      // Untimed: every run starts from the same etcd size (the expirer reads every lease each sweep).
-      await client.deletePool(poolName, true);
-      return secs;
-    });
+    // One long run at concurrency 16, the scraper switched on and off in slices (bench/scrape-cost.ts).
+    // Each op binds and releases into a pool without hold, so etcd does not grow: the expirer
+    // reads every lease each sweep, and etcd answers at most 4 MiB.
+    for (const c of LEVELS) await client.deletePool(`bench-c${c}`, true);
+    await client.createPool({ name: 'bench-metrics', cidr: '198.18.64.0/18', holdSeconds: 0 });
+    mc = await scrapeCost({ urls: [`http://127.0.0.1:${metricsPort}`], everyMs: Number(process.env.BENCH_SCRAPE_MS ?? 250), sliceMs: 500, cpuPids: [ctl.pid!] },
+      async (done) => {
+        await pool(SCRAPE_COUNT, 16, async (i) => {
+          await client.bind('bench-metrics', { identity: `bench/m/${i}`, host: 'bench-host', containerId: `c${i}`, ifName: 'eth0' });
+          await client.release('bench-metrics', { identity: `bench/m/${i}`, containerId: `c${i}` });
+          done();
+        });
+      });
   } finally {
     client.close();
     ctl.kill('SIGTERM');
@@ -78,7 +84,7 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`${String(r.c).padStart(11)}  ${String(r.n).padStart(5)}  ${r.alloc.toFixed(0).padStart(7)}  ${r.txn.toFixed(0).padStart(10)}  ${(r.alloc / r.txn).toFixed(2).padStart(5)}`);
   }
-  if (mc) console.log(scrapeCostLine(`${SCRAPE_COUNT} allocations at concurrency 16`, mc));
+  if (mc) console.log(scrapeCostLine(`${SCRAPE_COUNT} bind+release at concurrency 16`, mc));
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });
