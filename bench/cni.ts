@@ -18,9 +18,9 @@
  *
  *   BENCH_CNI_N (40), BENCH_CNI_FLOOR_N (30), BENCH_CNI_PAR_PODS (80), BENCH_CNI_PAR (8),
  *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
- *   5. metrics     one berth 8-way ADD+DEL run of 200 pods with a scraper on the agent's and
+ *   5. metrics     one berth 8-way ADD+DEL run of 600 pods with a scraper on the agent's and
  *                  controller's /metrics switched on and off every second (bench/scrape-cost.ts):
- *                  BENCH_SCRAPE_PODS (200), BENCH_SCRAPE_MS (250)
+ *                  BENCH_SCRAPE_PODS (600), BENCH_SCRAPE_MS (250)
  */
 import { execFileSync } from 'node:child_process';
 import { execWithStdin } from '../sim/exec';
@@ -36,8 +36,8 @@ const FLOOR_N = Number(process.env.BENCH_CNI_FLOOR_N ?? 30);
 const PAR_PODS = Number(process.env.BENCH_CNI_PAR_PODS ?? 80);
 const PAR = Number(process.env.BENCH_CNI_PAR ?? 8);
 const WARMUP = 3;
-/** Pods of the metrics phase's one 8-way run (ADD all, then DEL all): about 20 one-second slices. */
-const SCRAPE_PODS = Number(process.env.BENCH_SCRAPE_PODS ?? 200);
+/** Pods of the metrics phase's one 8-way run (ADD all, then DEL all): tens of one-second slices. */
+const SCRAPE_PODS = Number(process.env.BENCH_SCRAPE_PODS ?? 600);
 
 /** dist/bench/cni.js -> dist/bin/berth, unless BENCH_CNI_PLUGIN names another build */
 const BERTH = process.env.BENCH_CNI_PLUGIN ?? resolve(__dirname, '../bin/berth');
