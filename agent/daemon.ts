@@ -22,7 +22,9 @@ import { ControllerClient, type ClientTlsFiles } from '../common/controller-clie
 import { BerthError, castError } from '../common/errors';
 import { openEtcd, type EtcdConnection } from '../common/etcd';
 import { keys } from '../common/keys';
+import { journalDepth } from '../common/del-journal';
 import type { Logger } from '../common/log';
+import { startMetricsServer, type MetricsServer } from '../common/metrics-http';
 import type { Host, LeaseView, Pool } from '../common/records';
 import { DEFAULT_VNI } from '../common/records';
 import type { CniServer } from './cni-api';
@@ -36,6 +38,7 @@ import { FastPath } from './kernel/fastpath';
 import { FirewallSync } from './kernel/firewall';
 import { startJournalReplay, type JournalReplayer } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
+import { AgentMetrics } from './metrics';
 import { Reconciler, ensureDevices, ensureSysctls, type PassResult } from './reconciler';
 import { Registration } from './registration';
 import { Withdrawer } from './withdraw';
@@ -67,6 +70,10 @@ export interface AgentOptions {
   noMasquerade?: string[];
   /** Pod source check and VXLAN input filter; on unless false (docs/dataplane.md "Isolation"). */
   isolation?: boolean;
+  /** host:port or unix:///path for /metrics, /healthz and /readyz (agent/metrics.ts); none when absent. */
+  metricsListen?: string;
+  /** How often at most the alive key is rewritten with the last pass time (registration.ts notePass). */
+  passPublishMs?: number;
   log: Logger;
 }
 
@@ -119,6 +126,8 @@ export class Agent {
   private firewall?: FirewallLoop;
   /** The first firewall sync after start (ops 0 when a restart found the tables right). */
   firstFirewall: FirewallPass | undefined;
+  metrics: AgentMetrics | undefined;
+  private metricsServer: MetricsServer | undefined;
 
   constructor(readonly o: AgentOptions) {
     this.log = o.log.child({ host: o.host });
@@ -126,6 +135,8 @@ export class Agent {
 
   async start(): Promise<void> {
     const o = this.o;
+    // First, so /readyz says 503 (and why) through every start step below.
+    if (o.metricsListen !== undefined) await this.startMetrics(o.metricsListen);
     await warmThreadPool();
     this.netlink = openNetlink();
     this.underlay = await findUnderlay(this.netlink, { ip: o.underlayIp, dev: o.underlayDev });
@@ -155,6 +166,10 @@ export class Agent {
         const f = await fast.sync(fastPathWant(d, await linkViews(nl)));
         return { ops: w.ops + f.ops, failed: [...w.failed, ...f.failed] };
       },
+      onPass: (r) => {
+        this.metrics?.pass(r);
+        if (r.failed === 0) this.registration?.notePass(new Date());
+      },
     });
     const ownRecord = keys.host(o.host);
     this.source = new EtcdSource(this.etcd, o.pool, this.log, {
@@ -172,7 +187,7 @@ export class Agent {
     await ensureDevices(this.netlink, devices);
     for (const w of ensureSysctls(devices)) this.log.warn(w);
 
-    this.registration = new Registration(this.etcd, this.self, this.log, { ttlSeconds: o.hostTtlSeconds });
+    this.registration = new Registration(this.etcd, this.self, this.log, { ttlSeconds: o.hostTtlSeconds, passPublishMs: o.passPublishMs });
     await this.registration.start();
 
     const first = this.reconciler.waitForPass();
@@ -207,7 +222,7 @@ export class Agent {
       ...(this.fastPath ? { fastPath: this.fastPath } : {}),
       log: this.log.child({ component: 'cni' }),
     });
-    this.cni = await startCniServer(o.socketPath, handler, this.log.child({ component: 'cni' }));
+    this.cni = await startCniServer(o.socketPath, this.metrics ? this.metrics.timeCni(handler) : handler, this.log.child({ component: 'cni' }));
     this.log.info('agent ready', {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
       firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstFirewall?.ops,
@@ -215,8 +230,27 @@ export class Agent {
     // Replays now, on every new entry (a DEL journalled while the socket was
     // opening must not wait a period), and every resync period for entries
     // that failed (controller down).
-    this.journal = startJournalReplay(o.journalDir, handler, this.log.child({ component: 'journal' }), { periodMs: o.resyncMs ?? 10_000 });
+    this.journal = startJournalReplay(o.journalDir, handler, this.log.child({ component: 'journal' }), {
+      periodMs: o.resyncMs ?? 10_000, onEntry: (r) => this.metrics?.replayed(r),
+    });
     await this.journal.first;
+  }
+
+  /** Ready: registered, first pass done, CNI socket serving (each a /readyz check). */
+  readiness(): Record<string, boolean> {
+    return { registered: this.registration?.registered === true, firstPass: this.firstPass !== undefined, cniSocket: this.cni !== undefined && !this.stopping };
+  }
+
+  private async startMetrics(listen: string): Promise<void> {
+    const m = (this.metrics = new AgentMetrics());
+    m.observe(this.o.host, {
+      leases: () => this.source?.snapshot().leases,
+      journalDepth: () => journalDepth(this.o.journalDir),
+      fastPathSizes: () => this.fastPath?.sizes,
+      registered: () => this.registration?.registered === true,
+      registrations: () => this.registration?.registrations ?? 0,
+    });
+    this.metricsServer = await startMetricsServer(listen, m.registry, () => this.readiness(), this.log.child({ component: 'metrics' }));
   }
 
   /** What the kernel should hold now; undefined until the pool is known. */
@@ -264,6 +298,7 @@ export class Agent {
     this.fastPath?.close();
     this.netlink?.socket.close();
     this.cniNetlink?.socket.close();
+    await this.metricsServer?.close();
     this.log.info('agent stopped', { revoked: !!o.revoke });
   }
 }

@@ -23,7 +23,11 @@ import type { Logger } from '../common/log';
 import type { CniHandler } from './cni-api';
 import { replayerOf } from './cni-handlers';
 
-export async function replayJournal(dir: string, handler: CniHandler, log: Logger): Promise<{ replayed: number; failed: number }> {
+export type ReplayResult = 'replayed' | 'failed' | 'superseded';
+
+export async function replayJournal(
+  dir: string, handler: CniHandler, log: Logger, onEntry?: (r: ReplayResult) => void,
+): Promise<{ replayed: number; failed: number }> {
   const { entries, corrupt } = await readDelJournal(dir);
   for (const id of corrupt) {
     log.warn('removing a corrupt DEL journal entry', { dir, id });
@@ -38,10 +42,12 @@ export async function replayJournal(dir: string, handler: CniHandler, log: Logge
     const resp = replayer ? await replayer(dir, entry) : await handler(req);
     if (resp === 'superseded') {
       log.info('journalled DEL superseded by a later ADD; dropped', fields);
+      onEntry?.('superseded');
       continue;
     }
     if (!resp.ok) {
       failed++;
+      onEntry?.('failed');
       log.warn('journalled DEL failed; kept for the next replay', { ...fields, error: resp.error.code, details: resp.error.details });
       continue;
     }
@@ -51,6 +57,7 @@ export async function replayJournal(dir: string, handler: CniHandler, log: Logge
     } catch (e) {
       log.warn('replayed DEL but could not remove its entry (it will replay again, harmlessly)', { ...fields, error: castError(e).message });
     }
+    onEntry?.('replayed');
   }
   if (entries.length + corrupt.length > 0) log.info('DEL journal replayed', { dir, replayed, failed, corrupt: corrupt.length });
   return { replayed, failed };
@@ -73,7 +80,9 @@ export interface JournalReplayer {
  * identity it holds can't start on another host. fs.watch is inotify here;
  * if it can't be set up, the period alone still replays everything.
  */
-export function startJournalReplay(dir: string, handler: CniHandler, log: Logger, o: { periodMs: number }): JournalReplayer {
+export function startJournalReplay(
+  dir: string, handler: CniHandler, log: Logger, o: { periodMs: number; onEntry?: (r: ReplayResult) => void },
+): JournalReplayer {
   let running: Promise<void> | undefined;
   let again = false;
   let closed = false;
@@ -86,7 +95,7 @@ export function startJournalReplay(dir: string, handler: CniHandler, log: Logger
       do {
         again = false;
         try {
-          await replayJournal(dir, handler, log);
+          await replayJournal(dir, handler, log, o.onEntry);
         } catch (e) {
           log.warn('del journal replay failed', { error: castError(e).message });
         }

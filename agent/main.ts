@@ -64,6 +64,8 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--resync-ms <ms>', 'reconcile at least this often, even without events', positiveInt, 10_000)
   .option('--host-ttl <s>', 'TTL of the host registration lease, in seconds', positiveInt, 10)
   .option('--etcd-wait <s>', 'exit (status 5) if etcd can\'t be reached within this many seconds of start (default: keep retrying)', positiveInt)
+  .option('--metrics-listen <addr>', 'Prometheus /metrics, /healthz and /readyz: host:port (in the agent\'s netns) or unix:///path (mode 0600)', '127.0.0.1:9481')
+  .option('--pass-publish-every <s>', 'publish the last reconcile pass time in the alive key at most this often (berthctl status)', positiveInt, 30)
   .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1')
   .option('--no-masquerade <cidr,...>', 'destinations pods reach with their own source address (no SNAT to the underlay address); repeatable', cidrs)
   .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")');
@@ -88,7 +90,8 @@ async function main(): Promise<void> {
   const agent = new Agent({
     etcd: etcdConnectionFrom(o),
     controllerUrl: o.controller, controllerTls, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
-    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, noMasquerade, isolation, log,
+    socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, noMasquerade, isolation,
+    metricsListen: o.metricsListen, passPublishMs: o.passPublishEvery * 1000, log,
   });
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -50,6 +50,8 @@ export interface ReconcilerOptions {
   firewall?: (want: NonNullable<Desired['firewall']>, o: { verify: boolean }) => void;
   /** Runs after apply each pass (the fast path's maps); returns its change count. */
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
+  /** Told every completed pass (agent/metrics.ts). */
+  onPass?: (r: PassResult) => void;
 }
 
 /**
@@ -208,6 +210,7 @@ export class Reconciler {
     this.inPass = false;
     const r: PassResult = { pass: this.passes, ops: plan.length, applied, failed, ms, why, plan };
     this.lastPass = r;
+    this.o.onPass?.(r);
     this.o.log.info('reconcile pass', {
       pass: r.pass, ops: r.ops, applied, failed, ms, why, ...(fastPathOps !== undefined ? { fastPathOps } : {}), ...(error ? { error } : {}),
     });

@@ -37,6 +37,8 @@ export interface RegistrationOptions {
   now?: () => Date;
   /** Retry delays after a failed registration: doubles from min to max. */
   backoffMs?: { min: number; max: number };
+  /** notePass rewrites the alive key at most this often (default 30 s): `berthctl status` shows pass age, etcd sees few writes. */
+  passPublishMs?: number;
 }
 
 /** Pure: the value written under the host key. */
@@ -72,6 +74,13 @@ export class Registration {
   private readonly now: () => Date;
   private readonly backoff: { min: number; max: number };
   private delay: number;
+  private readonly passPublishMs: number;
+  /** The alive value's `since` (this lease's registration) and the last pass it reports. */
+  private since: string | undefined;
+  private lastPassAt: string | undefined;
+  private publishedMs = 0;
+  private publishing = false;
+  private passWhilePublishing: Date | undefined;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -83,6 +92,7 @@ export class Registration {
     this.now = o.now ?? (() => new Date());
     this.backoff = o.backoffMs ?? { min: 200, max: 5000 };
     this.delay = this.backoff.min;
+    this.passPublishMs = o.passPublishMs ?? 30_000;
   }
 
   /** The record this agent registers (registeredAt of now). */
@@ -109,11 +119,36 @@ export class Registration {
   }
 
   private aliveValue(): string {
-    const v: HostAlive = { host: this.self.name, since: this.now().toISOString() };
+    const v: HostAlive = { host: this.self.name, since: this.since ?? this.now().toISOString(), ...(this.lastPassAt ? { lastPassAt: this.lastPassAt } : {}) };
     return JSON.stringify(v);
   }
 
+  /**
+   * A reconcile pass finished: publish its time in the alive key, unless the
+   * key already says a time less than passPublishMs old. One put on the
+   * agent's own lease, at most every passPublishMs; failures wait for the next pass.
+   */
+  notePass(at: Date): void {
+    this.lastPassAt = at.toISOString();
+    const lease = this.lease;
+    if (!lease || this.stopped || (this.publishedMs !== 0 && at.getTime() - this.publishedMs < this.passPublishMs)) return;
+    // One put at a time; a pass noted meanwhile is looked at again when it lands.
+    if (this.publishing) { this.passWhilePublishing = at; return; }
+    this.publishing = true;
+    this.publishedMs = at.getTime();
+    lease.put(keys.alive(this.self.name)).value(this.aliveValue()).then(() => undefined, (e) => {
+      this.publishedMs = 0;
+      this.log.debug('publishing the last pass failed', { error: castError(e).message });
+    }).finally(() => {
+      this.publishing = false;
+      const next = this.passWhilePublishing;
+      this.passWhilePublishing = undefined;
+      if (next) this.notePass(next);
+    });
+  }
+
   private async register(): Promise<void> {
+    this.since = this.now().toISOString();
     const lease = this.etcd.lease(this.ttl, { autoKeepAlive: true });
     lease.on('lost', (e) => this.onLost(lease, e));
     try {

@@ -20,6 +20,9 @@
  *
  *   BENCH_CNI_N (40), BENCH_CNI_FLOOR_N (30, exec floors), BENCH_CNI_PAR_PODS (80), BENCH_CNI_PAR (8),
  *   BENCH_CNI_PLUGIN (another build of the plugin, for what-if runs)
+ *   5. metrics     one berth 8-way ADD+DEL run of 600 pods with a scraper on the agent's and
+ *                  controller's /metrics switched on and off every second (bench/scrape-cost.ts):
+ *                  BENCH_SCRAPE_PODS (600), BENCH_SCRAPE_MS (250)
  */
 import { execFileSync } from 'node:child_process';
 import { execWithStdin } from '../sim/exec';
@@ -28,12 +31,15 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startCluster, type Cluster } from '../sim/cluster';
 import { randomTag } from '../sim/netns';
+import { scrapeCost, scrapeCostLine } from './scrape-cost';
 
 const N = Number(process.env.BENCH_CNI_N ?? 40);
 const FLOOR_N = Number(process.env.BENCH_CNI_FLOOR_N ?? 30);
 const PAR_PODS = Number(process.env.BENCH_CNI_PAR_PODS ?? 80);
 const PAR = Number(process.env.BENCH_CNI_PAR ?? 8);
 const WARMUP = 3;
+/** Pods of the metrics phase's one 8-way run (ADD all, then DEL all): tens of one-second slices. */
+const SCRAPE_PODS = Number(process.env.BENCH_SCRAPE_PODS ?? 600);
 
 /** dist/bench/cni.js -> dist/bin/berth, unless BENCH_CNI_PLUGIN names another build */
 const BERTH = process.env.BENCH_CNI_PLUGIN ?? resolve(__dirname, '../bin/berth');
@@ -241,6 +247,13 @@ async function main(): Promise<void> {
     const rs = await sequential(ref, N, 'r');
     const bp = await parallel(berth, PAR_PODS, PAR, 'b', c);
     const rp = await parallel(ref, PAR_PODS, PAR, 'r');
+    // Metrics cost: one long 8-way run of the plugin, the scraper switched on and off in slices (bench/scrape-cost.ts).
+    const mc = await scrapeCost({
+      urls: [c.hosts[0].metricsUrl, c.controller.metricsUrl!], everyMs: Number(process.env.BENCH_SCRAPE_MS ?? 250), sliceMs: 1000, cpuPids: [c.hosts[0].pid!],
+    }, async (done) => {
+      const counted: Subject = { name: berth.name, run: async (verb, cid, netns) => { const r = await berth.run(verb, cid, netns); done(); return r; } };
+      await parallel(counted, SCRAPE_PODS, PAR, 'm');
+    });
 
     const bAdd = stat(bs.add), bDel = stat(bs.del), rAdd = stat(rs.add), rDel = stat(rs.del);
     const f = (x: number) => `${x.toFixed(1)}`.padStart(7);
@@ -279,6 +292,7 @@ async function main(): Promise<void> {
     console.log(`  DEL p50, berth / reference              ${r2.toFixed(2)}   (target <= 1.0: ${ok(r2 <= 1.0)})`);
     console.log(`  ${PAR}-way ADD pods/s, berth / reference     ${r3.toFixed(2)}   (target >= 1.0: ${ok(r3 >= 1.0)})`);
     console.log(`  VERSION exec p50                        ${verB.p50.toFixed(2)} ms (target <= 2 ms: ${ok(verB.p50 <= 2)})`);
+    console.log(scrapeCostLine(`berth ${PAR}-way ADD+DEL of ${SCRAPE_PODS} pods`, mc));
     console.log(`  (whole bench ${((performance.now() - started) / 1000).toFixed(0)} s; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
   } finally {
     await cleanup();

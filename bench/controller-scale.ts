@@ -96,7 +96,7 @@ export async function benchScale(o: { leases: number; restSeconds: number }): Pr
     const url = `http://127.0.0.1:${port}`;
     const api = new ControllerClient({ url, timeoutMs: 30_000 });
     const started = process.hrtime.bigint();
-    const ctl = spawn(process.execPath, [CONTROLLER, '--etcd-endpoints', etcd.endpoint, '--listen', `127.0.0.1:${port}`],
+    const ctl = spawn(process.execPath, [CONTROLLER, '--etcd-endpoints', etcd.endpoint, '--listen', `127.0.0.1:${port}`, '--metrics-listen', '127.0.0.1:0'],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BERTH_LOG_LEVEL: 'warn' } });
     ctlPid = ctl.pid as number;
     const exited = new Promise((r) => ctl.once('exit', r));

@@ -17,6 +17,7 @@
  *   GET    /v1/history?ip=&identity=&at=&since=&until=&limit=&continue=  -> {events: LeaseEvent[], continue?}
  *   GET    /v1/hosts                                 -> {hosts: HostView[]}  (records with liveness)
  *   DELETE /v1/hosts/:host[?force=1]                 -> ForgetResponse  (declare dead now; refused while alive)
+ *   GET    /v1/status                                -> ClusterStatus  (berthctl status: hosts, pools, leases needing attention)
  *
  * Paging: a list answers at most `limit` items (leases: default 1000, max
  * 10000; history: the newest `limit`, default 1000) and, when there is more,
@@ -152,6 +153,48 @@ export interface ForgetResponse {
   pinned: number;
   /** True when the host's agent came back midway: the rest of its leases stay bound. */
   interrupted: boolean;
+}
+
+/** One host in `GET /v1/status`. */
+export interface HostStatus {
+  name: string;
+  pool: string;
+  underlayIp: string;
+  /** The agent holds its alive key. */
+  alive: boolean;
+  /** alive; absent (alive key gone, not yet declared dead); dead (being declared dead). */
+  liveness: 'alive' | 'absent' | 'dead';
+  /** Set by the host reaper while absent: when the host will be declared dead. */
+  deadAt?: string;
+  /** The agent's last reconcile pass as it last published it (refreshed at most every --status-every seconds). */
+  lastPassAt?: string;
+  /** Controller clock minus lastPassAt, whole seconds. */
+  lastPassAgeSeconds?: number;
+  /** Leases bound on this host. */
+  leases: number;
+}
+
+/** Why a lease is listed under "needs attention" in `GET /v1/status`. */
+export type LeaseAttention = 'host-absent' | 'host-dead' | 'host-unknown' | 'host-serves-other-pool' | 'hold-lapsed';
+
+export interface LeaseNeedingAttention {
+  pool: string;
+  ip: string;
+  identity: string;
+  state: LeaseState;
+  pinned?: boolean;
+  /** The host it is bound on (bound leases). */
+  host?: string;
+  reason: LeaseAttention;
+}
+
+export interface ClusterStatus {
+  at: string;
+  hosts: HostStatus[];
+  pools: PoolUsage[];
+  /** At most STATUS_ATTENTION_MAX entries, worst first; attentionTotal counts them all. */
+  attention: LeaseNeedingAttention[];
+  attentionTotal: number;
 }
 
 export interface Health {

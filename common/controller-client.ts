@@ -15,6 +15,7 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
+import type { ClusterStatus } from './api';
 import type {
   BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryPage, HistoryQuery, HostView, LeaseFilter, LeasePage, LeaseView,
   PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
@@ -129,6 +130,7 @@ export class ControllerClient {
   lease(ip: string, pool?: string): Promise<LeaseView> { return this.call('GET', `v1/leases/${enc(ip)}${query({ pool })}`); }
   history(q: HistoryQuery): Promise<HistoryPage> { return this.call('GET', `v1/history${query(q)}`); }
   hosts(): Promise<{ hosts: HostView[] }> { return this.call('GET', 'v1/hosts'); }
+  status(): Promise<ClusterStatus> { return this.call('GET', 'v1/status'); }
   forgetHost(host: string, force = false): Promise<ForgetResponse> {
     return this.call('DELETE', `v1/hosts/${enc(host)}${force ? '?force=1' : ''}`);
   }

@@ -89,6 +89,11 @@ async function listIds(dir: string): Promise<string[]> {
   }
 }
 
+/** How many entries wait in the journal (a readdir, no reads): the agent's depth gauge. */
+export async function journalDepth(dir: string): Promise<number> {
+  return (await listIds(dir)).length;
+}
+
 /**
  * Records a DEL durably. Returns the entry. Throws TryAgainLater when the
  * journal is full or the entry too large, IO when the disk refuses.

@@ -97,6 +97,8 @@ export interface Host {
 export interface HostAlive {
   host: string;
   since: string;
+  /** When the agent's last reconcile pass finished; refreshed rarely (agent/registration.ts notePass). */
+  lastPassAt?: string;
 }
 
 export type LeaseEventKind = 'allocated' | 'bound' | 'rebound' | 'moved' | 'released' | 'pinned' | 'unpinned' | 'expired' | 'freed' | 'orphaned';

@@ -24,6 +24,7 @@ import { declareDead, hostViews } from './hosts';
 import {
   answerClientError, answerConnect, bearerToken, checkHost, decodeSegment, isJsonContentType, parseJsonObject, parseTarget, readBody,
 } from './request';
+import { clusterStatus } from './status';
 import type { LeaseStore } from './store';
 
 export const VERSION = '0.1.0';
@@ -79,6 +80,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
       return [200, await queryHistory(store.etcd, q)];
     }],
     ['GET', /^\/v1\/hosts$/, async () => [200, { hosts: await hostViews(deps) }]],
+    ['GET', /^\/v1\/status$/, async () => [200, await clusterStatus(store)]],
     ['DELETE', /^\/v1\/hosts\/([^/]+)$/, async (c) => {
       return [200, await declareDead(deps, c.params[0], { by: 'operator', reason: 'forgotten by an operator', force: isForce(c.query) })];
     }],

@@ -9,11 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { openEtcd, type EtcdConnection } from '../common/etcd';
 import { createLogger, type Logger } from '../common/log';
 import { TlsFiles } from '../common/tls';
+import { startMetricsServer, type MetricsServer } from '../common/metrics-http';
 import { createApi, type ApiServer } from './api';
 import { Expirer } from './expirer';
 import { DEFAULT_HOST_DEAD_AFTER_SECONDS, HostReaper } from './host-reaper';
 import { checkListeners, splitHostPort } from './listen-policy';
 import { isLoopbackHost, loopbackHostNames } from './request';
+import { ControllerMetrics } from './metrics';
 import { LeaseStore } from './store';
 import { ClusterView } from './view';
 
@@ -43,6 +45,8 @@ export interface ControllerOptions {
   hostCheckMs?: number;
   now?: () => number;
   log?: Logger;
+  /** host:port or unix:///path for /metrics, /healthz and /readyz (common/metrics-http.ts); none when absent. */
+  metricsListen?: string;
 }
 
 export interface RunningController {
@@ -52,6 +56,8 @@ export interface RunningController {
   store: LeaseStore;
   expirer: Expirer;
   reaper: HostReaper;
+  /** The metrics listener's URL, when metricsListen was given. */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -69,7 +75,14 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const log = (o.log ?? createLogger({ component: 'controller' })).child({ replica: replicaId });
   const etcd = openEtcd(o.etcd);
   const view = new ClusterView(etcd, log);
-  await view.start();
+  const etcdHealthy = async () => {
+    try { await etcd.maintenance.status(); return true; } catch { return false; }
+  };
+  // Metrics first, so /readyz answers 503 while the view lists.
+  const metrics = o.metricsListen !== undefined ? new ControllerMetrics() : undefined;
+  let metricsServer: MetricsServer | undefined;
+  if (metrics) metricsServer = await startMetricsServer(o.metricsListen!, metrics.registry, async () => ({ etcd: await etcdHealthy(), view: view.synced }), log);
+  try { await view.start(); } catch (e) { await metricsServer?.close(); throw e; }
   const now = o.now ?? Date.now;
   const store = new LeaseStore(etcd, view, log, { batchMax: o.batchMax, now });
   const expirer = new Expirer(etcd, log, {
@@ -79,6 +92,7 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     historyMaxPerAddress: o.historyMaxPerAddress ?? 200,
     now,
     view,
+    ...(metrics ? { onPass: (r: { ok: boolean; freed: number }) => metrics.expirerPass(r) } : {}),
   });
   expirer.start();
   const deadAfterMs = (o.hostDeadAfterSeconds ?? DEFAULT_HOST_DEAD_AFTER_SECONDS) * 1000;
@@ -86,10 +100,11 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
     replicaId, deadAfterMs, checkMs: o.hostCheckMs ?? Math.min(5000, Math.max(100, Math.floor(deadAfterMs / 10))), now,
   });
   reaper.start();
-  const etcdHealthy = async () => {
-    try { await etcd.maintenance.status(); return true; } catch { return false; }
-  };
   for (const w of listenWarnings) log.warn(w.msg, { listen: w.listen });
+  if (metrics) {
+    metrics.observe({ etcd, view, store, isLeader: () => expirer.isLeader });
+    metrics.instrument(store);
+  }
   const servers: ApiServer[] = [];
   const urls: string[] = [];
   for (const listen of listens) {
@@ -106,9 +121,11 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
   const url = urls[0];
   log.info('controller listening', { urls, tls: tlsFiles !== undefined, mtls: o.tls?.clientCaFile !== undefined, token: o.token !== undefined });
   return {
-    url, urls, store, expirer, reaper,
+    url, urls, store, expirer, reaper, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     async stop() {
       await Promise.all(servers.map((server) => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); })));
+      await metricsServer?.close();
+      metrics?.close({ etcd });
       await reaper.stop();
       await expirer.stop();
       await view.close();

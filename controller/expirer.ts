@@ -35,6 +35,8 @@ export interface ExpirerOptions {
   view: ClusterView;
   /** How often the paged age pass over all history keys runs (default 1 h). */
   historyScanMs?: number;
+  /** Told the result of every sweep (controller/metrics.ts). */
+  onPass?: (r: { ok: boolean; freed: number }) => void;
 }
 
 /** Key of an event (by address or identity): .../<at>-<seq>; `at` is ISO 8601. */
@@ -176,8 +178,10 @@ export class Expirer {
       }
       if (this.queue.size > 1024 && this.queue.size > 4 * this.liveHeld()) this.queue.compact((d) => this.current(d) !== undefined);
       if (freed || trimmed || aged) this.log.info('expirer pass', { freed, trimmed, aged });
+      this.opts.onPass?.({ ok: true, freed });
     } catch (e) {
       this.log.warn('expirer pass failed', { error: castError(e).message });
+      this.opts.onPass?.({ ok: false, freed: 0 });
     }
   }
 

@@ -18,6 +18,7 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-controller')
   .option('--client-ca <file>', 'require client certificates signed by this CA (mTLS); needs --tls-cert')
   .option('--insecure-listen', 'allow a non-loopback listener with neither --token-file nor --client-ca (logged as a warning)')
   .option('--body-timeout-ms <ms>', 'a request body must arrive in full within this time (408 after it)', positiveInt, 10_000)
+  .option('--metrics-listen <addr>', 'Prometheus /metrics, /healthz and /readyz: host:port or unix:///path (mode 0600)', '127.0.0.1:9480')
   .option('--sweep-ms <ms>', 'expiry sweep interval', positiveInt, 1000)
   .option('--history-max-age-hours <h>', 'keep lease history this long', positiveInt, 168)
   .option('--history-max-per-address <n>', 'keep at most this many events per address', positiveInt, 200)
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     listen: o.listen, token: readTokenFile(o.tokenFile), sweepMs: o.sweepMs,
     ...(o.tlsCert !== undefined ? { tls: { certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa } } : {}),
     insecureListen: o.insecureListen === true, bodyTimeoutMs: o.bodyTimeoutMs,
-    historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, hostDeadAfterSeconds: o.hostDeadAfter, log,
+    historyMaxAgeMs: o.historyMaxAgeHours * 3600_000, historyMaxPerAddress: o.historyMaxPerAddress, hostDeadAfterSeconds: o.hostDeadAfter, metricsListen: o.metricsListen, log,
   });
   const shutdown = (sig: string) => {
     log.info('shutting down', { signal: sig });

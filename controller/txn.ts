@@ -50,14 +50,31 @@ export function del(etcd: Etcd3, key: string): IOperation {
   return etcd.delete().key(key);
 }
 
+/** Per etcd client, what sees every transaction's outcome and duration (controller/metrics.ts). */
+export type TxnObserver = (seconds: number, outcome: 'committed' | 'conflict' | 'error', revision: bigint | null) => void;
+export const txnObservers = new WeakMap<Etcd3, TxnObserver>();
+
+async function observed(etcd: Etcd3, txn: () => Promise<{ succeeded: boolean; header: { revision: string } }>): Promise<bigint | null> {
+  const watch = txnObservers.get(etcd);
+  const t0 = performance.now();
+  try {
+    const res = await txn();
+    const rev = res.succeeded ? BigInt(res.header.revision) : null;
+    watch?.((performance.now() - t0) / 1000, rev === null ? 'conflict' : 'committed', rev);
+    return rev;
+  } catch (e) {
+    watch?.((performance.now() - t0) / 1000, 'error', null);
+    throw e;
+  }
+}
+
 /** Commits `ops` if every compare holds; returns the txn revision, or null on conflict. */
 export async function commitIf(etcd: Etcd3, compares: Compare[], ops: IOperation[]): Promise<bigint | null> {
   let b: ComparatorBuilder | null = null;
   for (const [key, target, value, cmp = '=='] of compares) {
     b = b ? b.and(key, target, cmp, value) : etcd.if(key, target, cmp, value);
   }
-  const res = await (b ?? etcd.if(keys.poolPrefix, 'Version', '>', -1)).then(...ops).commit();
-  return res.succeeded ? BigInt(res.header.revision) : null;
+  return observed(etcd, () => (b ?? etcd.if(keys.poolPrefix, 'Version', '>', -1)).then(...ops).commit());
 }
 
 /** Reads one key with its mod revision; `mod` is '0' when absent. */
@@ -75,7 +92,7 @@ export async function readKey<T>(etcd: Etcd3, key: string): Promise<{ value: T |
 export async function commitIfRangeUnchanged(etcd: Etcd3, compares: Compare[], prefix: string, rev: bigint, ops: IOperation[]): Promise<bigint | null> {
   const key = Buffer.from(prefix);
   const cmpResult = { '==': CompareResult.Equal, '>': CompareResult.Greater, '<': CompareResult.Less, '!=': CompareResult.NotEqual } as const;
-  const res = await etcd.kv.txn({
+  return observed(etcd, async () => etcd.kv.txn({
     compare: [
       ...compares.map(([k, target, value, cmp = '==']) => ({
         key: Buffer.from(k), target: CompareTarget[target], result: cmpResult[cmp], [target === 'Mod' ? 'mod_revision' : 'version']: value,
@@ -84,8 +101,7 @@ export async function commitIfRangeUnchanged(etcd: Etcd3, compares: Compare[], p
     ],
     success: await Promise.all(ops.map((o) => o.op())),
     failure: [],
-  });
-  return res.succeeded ? BigInt(res.header.revision) : null;
+  }));
 }
 
 function prefixEnd(prefix: Buffer): Buffer {

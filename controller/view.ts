@@ -94,6 +94,9 @@ export class ClusterView {
     return this.s.hostCounts.get(host) ?? 0;
   }
 
+  /** Listed and watching: false before the first list and while relisting (readiness, controller/app.ts). */
+  get synced(): boolean { return this.watcher !== null && this.relisting === null; }
+
   /** Resolves once the view has seen revision `rev` (used after our own writes). */
   caughtUp(rev: bigint): Promise<void> {
     if (this.revision >= rev) return Promise.resolve();

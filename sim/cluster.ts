@@ -18,15 +18,17 @@
  * API (all of it):
  *   startCluster(opts)          ClusterOptions: hosts, poolCidr, hold? (pool holdSeconds), poolName?,
  *                               resyncMs?, hostTtlSeconds?, hostDeadAfterSeconds? (controller), agentEnv?
- *   Cluster fields              etcd (EtcdServer), controller (RunningController), client
+ *   Cluster fields              etcd (EtcdServer), controller (RunningController; .metricsUrl is a unix:// socket), client
  *                               (ControllerClient over the controller's unix socket), controllerUrl
  *                               ('unix:///…'), lab (Lab), pool ({name,cidr,gateway}), hosts, dir
  *   ClusterHost                 name, sim (SimHost: netns name/path, underlayIp, dev), dir,
  *                               socket (<dir>/<host>/agent.sock: the CNI socket), journalDir,
- *                               logFile (agent stderr: JSON lines), pid (undefined while stopped)
+ *                               logFile (agent stderr: JSON lines), pid (undefined while stopped),
+ *                               metricsUrl ('unix:///…/metrics.sock': the agent's --metrics-listen)
  *   host(nameOrIndex)           look a host up
- *   startAgent(h, {args?}) / stopAgent(h, signal='SIGTERM') / restartAgent(h)
+ *   startAgent(h, {args?, noWait?}) / stopAgent(h, signal='SIGTERM') / restartAgent(h)
  *                               process control by PID; start resolves once the agent's CNI socket exists
+ *                               (noWait: as soon as the process is spawned)
  *   logs(h, msg?)               parsed JSON log lines of h's agent (optionally only msg === …)
  *   waitLog(h, pred, opts?)     bounded wait for a log line (only lines after `fromLine` if given)
  *   waitConverged(opts?)        bounded wait until, on every running agent's host, the kernel
@@ -83,6 +85,7 @@ export interface ClusterHost {
   journalDir: string;
   logFile: string;
   pid: number | undefined;
+  metricsUrl: string;
 }
 
 export interface Pod {
@@ -111,7 +114,7 @@ export interface Cluster {
   dir: string;
   host(h: string | number): ClusterHost;
   /** args: extra agent flags for this start (e.g. a second --controller). */
-  startAgent(h: ClusterHost, o?: { args?: string[] }): Promise<void>;
+  startAgent(h: ClusterHost, o?: { args?: string[]; noWait?: boolean }): Promise<void>;
   stopAgent(h: ClusterHost, signal?: NodeJS.Signals): Promise<void>;
   restartAgent(h: ClusterHost): Promise<void>;
   logs(h: ClusterHost, msg?: string): LogLine[];
@@ -167,6 +170,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const controllerUrl = `unix://${path.join(dir, 'controller.sock')}`;
     controller = await startController({
       etcd: { endpoints: [etcd.endpoint] }, listen: ['127.0.0.1:0', controllerUrl], log: silentLogger,
+      metricsListen: `unix://${path.join(dir, 'controller-metrics.sock')}`,
       ...(o.hostDeadAfterSeconds !== undefined ? { hostDeadAfterSeconds: o.hostDeadAfterSeconds } : {}),
     });
     client = new ControllerClient({ url: controller.url });
@@ -181,6 +185,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       hosts.push({
         name, sim: lab.host(`h${i}`), dir: hdir, socket: path.join(hdir, 'agent.sock'),
         journalDir: path.join(hdir, 'del-journal'), logFile: path.join(hdir, 'agent.log'), pid: undefined,
+        metricsUrl: `unix://${path.join(hdir, 'metrics.sock')}`,
       });
     }
 
@@ -201,7 +206,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       try { return fs.readFileSync(h.logFile, 'utf8').split('\n').slice(-15).join('\n'); } catch { return ''; }
     };
 
-    const startAgent = async (h: ClusterHost, so: { args?: string[] } = {}) => {
+    const startAgent = async (h: ClusterHost, so: { args?: string[]; noWait?: boolean } = {}) => {
       if (procs.has(h.name)) throw new Error(`agent on ${h.name} is already running`);
       // The agent opens its CNI socket last, after the first reconcile pass:
       // the socket appearing is the readiness signal (independent of log level).
@@ -214,7 +219,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         '--etcd-endpoints', etcd!.socketEndpoint, '--controller', controllerUrl, '--host', h.name,
         '--underlay-ip', h.sim.underlayIp, '--underlay-dev', h.sim.dev, '--pool', poolName, '--socket', h.socket,
         '--journal-dir', h.journalDir, '--resync-ms', String(o.resyncMs ?? 10_000), '--host-ttl', String(o.hostTtlSeconds ?? 10),
-        ...(so.args ?? []),
+        '--metrics-listen', h.metricsUrl, ...(so.args ?? []),
       ];
       // `ip netns exec` execs node in place, so this PID is the agent's own.
       const child = spawn('ip', args, { stdio: ['ignore', fd, fd], env });
@@ -223,6 +228,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       h.pid = child.pid;
       let exited = false;
       child.once('exit', () => { exited = true; });
+      if (so.noWait) return;
       await eventually(() => {
         if (exited) throw new Error(`agent on ${h.name} exited: ${tail(h)}`);
         if (!fs.existsSync(h.socket)) throw new Error('not ready');

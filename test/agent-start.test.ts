@@ -50,7 +50,8 @@ function runAgent(etcdArgs: string[], extra: string[] = []): Run {
   const child = spawn('ip', [
     'netns', 'exec', host.name, process.execPath, AGENT_MAIN, ...etcdArgs,
     '--host', `start-${n}`, '--underlay-ip', host.underlayIp, '--socket', path.join(dir, `a${n}.sock`),
-    '--journal-dir', path.join(dir, `j${n}`), '--controller', `unix://${path.join(dir, 'no-controller.sock')}`, ...extra,
+    '--journal-dir', path.join(dir, `j${n}`), '--controller', `unix://${path.join(dir, 'no-controller.sock')}`,
+    '--metrics-listen', `unix://${path.join(dir, `m${n}.sock`)}`, ...extra,
   ], { stdio: ['ignore', 'ignore', 'pipe'], env });
   children.add(child);
   let err = '';

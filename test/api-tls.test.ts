@@ -180,7 +180,7 @@ test.serial('the agent\'s client: typed errors for each TLS failure, and a rotat
 
 /** Starts the controller bin, waits for `until` in its log (then stops it) or for its exit, and returns its stderr lines. */
 async function controllerBin(t: ExecutionContext, args: string[], until: RegExp | 'exit'): Promise<{ lines: string[]; code: number | null }> {
-  const child: ChildProcess = spawn(process.execPath, [join(DIST, 'controller/main.js'), '--etcd-endpoints', etcd.endpoint, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, [join(DIST, 'controller/main.js'), '--etcd-endpoints', etcd.endpoint, '--metrics-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => { if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL'); });
   let stderr = '';
   let code: number | null = null;

@@ -8,29 +8,17 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CniRuntime, type Attachment } from '../demo/runtime';
+import type { Attachment } from '../demo/runtime';
 import { startCluster, type Cluster, type ClusterHost } from '../sim/cluster';
 import { eventually } from '../sim/eventually';
 import { ip, type Netns } from '../sim/netns';
+import { installPlugin } from './harness/plugin';
 
 const ROOT = join(__dirname, '../..');
 interface P { name: string; host: ClusterHost; ns: Netns; att: Attachment; ip: string; result: unknown }
-
-function installPlugin(c: Cluster): Map<string, CniRuntime> {
-  const binDir = join(c.dir, 'opt/cni/bin');
-  mkdirSync(binDir, { recursive: true });
-  copyFileSync(join(ROOT, 'dist/bin/berth'), join(binDir, 'berth'));
-  const out = new Map<string, CniRuntime>();
-  for (const h of c.hosts) {
-    const conflist = join(h.dir, '10-berth.conflist');
-    writeFileSync(conflist, JSON.stringify({ cniVersion: '1.1.0', name: 'berth', plugins: [{ type: 'berth', pool: c.pool.name, agentSocket: h.socket, journalDir: h.journalDir }] }));
-    out.set(h.name, new CniRuntime(binDir, conflist));
-  }
-  return out;
-}
 
 const reachable = (c: Cluster, from: Netns, to: string) =>
   eventually(() => { if (!c.ping(from, to)) throw new Error(`no reply from ${to}`); }, { timeoutMs: 10_000, intervalMs: 100 }).then(() => true, () => false);

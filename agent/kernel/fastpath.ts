@@ -63,6 +63,11 @@ export class FastPath {
     private readonly fds: { peerMap: number; remoteMap: number; ingress: number; egress: number },
   ) {}
 
+  /** Entries in the two maps as last written (metrics). */
+  get sizes(): { local: number; remote: number } {
+    return { local: this.peers.size, remote: this.remotes.size };
+  }
+
   /**
    * Loads the programs; throws a BerthError naming why when the kernel can't
    * (no BPF, no tcx). sourceCheck (isolation, the default): the egress

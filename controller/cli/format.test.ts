@@ -3,7 +3,7 @@ import type { LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
 import { BerthError } from '../../common/errors';
 import {
   age, block, compareIp, describeAt, errorLine, historyTable, hostsTable, leaseDetail, leasesTable, poolDetail, poolsTable, shortTime,
-  table, usedPercent,
+  statusText, table, usedPercent,
 } from './format';
 
 const NOW = Date.parse('2026-11-23T10:00:00.000Z');
@@ -147,4 +147,30 @@ test('an unreachable controller names the URL and the reason', (t) => {
 
 test('a foreign error is internal, exit 1, still one line', (t) => {
   t.deepEqual(errorLine(new TypeError('x is undefined\n  at foo'), ctx), { line: 'berthctl: internal error: x is undefined at foo', exitCode: 1 });
+});
+
+test('status: hosts with liveness and pass age, pools, attention with the overflow counted', (t) => {
+  const text = statusText({
+    at: '', attentionTotal: 3,
+    hosts: [
+      { name: 'a', pool: 'web', underlayIp: '10.0.0.1', alive: true, liveness: 'alive', lastPassAt: '2026-11-23T09:59:48Z', leases: 2 },
+      { name: 'b', pool: 'web', underlayIp: '10.0.0.2', alive: false, liveness: 'absent', deadAt: '2026-11-23T10:05:00Z', leases: 1 },
+    ],
+    pools: [{ name: 'web', cidr: '198.18.3.0/24', gateway: '198.18.3.1', reserved: [], holdSeconds: 60, createdAt: '', size: 253, bound: 3, held: 0, pinned: 0, free: 250 }],
+    attention: [{ pool: 'web', ip: '198.18.3.9', identity: 'x', state: 'bound', pinned: true, host: 'b', reason: 'host-absent' }],
+  }, NOW);
+  t.is(text, [
+    'HOST  AGENT                                 LAST PASS  POOL  UNDERLAY  LEASES',
+    'a     alive                                 12s ago    web   10.0.0.1  2',
+    'b     absent, dead at 2026-11-23T10:05:00Z  -          web   10.0.0.2  1',
+    '',
+    'POOL  CIDR           SIZE  BOUND  HELD  PINNED  FREE  USED',
+    'web   198.18.3.0/24  253   3      0     0       250   1.2%',
+    '',
+    'IP          POOL  IDENTITY  STATE          HOST  WHY',
+    '198.18.3.9  web   x         bound, pinned  b     host-absent',
+    '... and 2 more',
+    '',
+  ].join('\n'));
+  t.is(statusText({ at: '', hosts: [], pools: [], attention: [], attentionTotal: 0 }, NOW), 'no hosts registered\n\nno pools\n\nno lease needs attention\n');
 });

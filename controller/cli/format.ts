@@ -6,7 +6,7 @@
  * Times print as UTC ISO 8601 to the second (sortable, zone-free, and what
  * `--at` accepts back); `show` adds a relative age for the reader.
  */
-import type { ForgetResponse, HostView, LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
+import type { ClusterStatus, ForgetResponse, HostView, LeaseEvent, LeaseView, PoolUsage } from '../../common/api';
 import { isBerthError } from '../../common/errors';
 import { formatDuration } from './parse';
 
@@ -183,6 +183,29 @@ export function liveness(h: HostView): string {
   if (h.alive) return 'alive';
   if (h.absent) return `absent since ${shortTime(h.absent.since)}, dead at ${shortTime(h.absent.deadAt)}`;
   return 'absent';
+}
+
+/**
+ * `berthctl status`: three sections, each a table (or one "none" line).
+ * Ages use the CLI's clock against the times the controller reports.
+ */
+export function statusText(s: ClusterStatus, now: number): string {
+  const hosts = s.hosts.length === 0 ? 'no hosts registered\n' : table(
+    ['HOST', 'AGENT', 'LAST PASS', 'POOL', 'UNDERLAY', 'LEASES'],
+    s.hosts.map((h) => [
+      h.name, h.liveness === 'absent' && h.deadAt ? `absent, dead at ${shortTime(h.deadAt)}` : h.liveness,
+      h.lastPassAt ? age(h.lastPassAt, now) : NONE, h.pool, h.underlayIp, String(h.leases),
+    ]),
+  );
+  const pools = s.pools.length === 0 ? 'no pools\n' : table(
+    ['POOL', 'CIDR', 'SIZE', 'BOUND', 'HELD', 'PINNED', 'FREE', 'USED'],
+    s.pools.map((p) => [p.name, p.cidr, String(p.size), String(p.bound), String(p.held), String(p.pinned), String(p.free), usedPercent(p)]),
+  );
+  const attention = s.attentionTotal === 0 ? 'no lease needs attention\n' : table(
+    ['IP', 'POOL', 'IDENTITY', 'STATE', 'HOST', 'WHY'],
+    s.attention.map((l) => [l.ip, l.pool, l.identity, `${l.state}${l.pinned ? ', pinned' : ''}`, l.host ?? NONE, l.reason]),
+  ) + (s.attentionTotal > s.attention.length ? `... and ${s.attentionTotal - s.attention.length} more\n` : '');
+  return `${hosts}\n${pools}\n${attention}`;
 }
 
 export function forgetLine(r: ForgetResponse): string {

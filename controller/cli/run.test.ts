@@ -36,7 +36,7 @@ async function cli(argv: string[], env: Record<string, string | undefined> = {},
 
 test('usage errors: one line, exit 2, nothing on stdout', async (t) => {
   for (const [argv, line] of [
-    [[], 'berthctl: missing command: pools, leases, hosts (see berthctl --help)'],
+    [[], 'berthctl: missing command: pools, leases, hosts, status (see berthctl --help)'],
     [['pools'], 'berthctl: pools needs a subcommand: ls, create, show, set, delete (see berthctl pools --help)'],
     [['nodes', 'ls'], "berthctl: unknown command 'nodes'"],
     [['pools', 'ls', '--jsn'], "berthctl: unknown option '--jsn' (Did you mean --json?)"],

@@ -15,7 +15,7 @@ import type { CreatePool, HoldPolicy, LeaseFilter, LeaseView, UpdatePool } from 
 import { ControllerClient } from '../../common/controller-client';
 import { BerthError, isBerthError } from '../../common/errors';
 import {
-  describeAt, errorLine, forgetLine, historyTable, hostsTable, json, leaseDetail, leasesTable, oneLine, poolDetail, poolsTable,
+  describeAt, errorLine, forgetLine, historyTable, hostsTable, json, leaseDetail, leasesTable, oneLine, poolDetail, poolsTable, statusText,
 } from './format';
 import { isIpAddress, parseDuration, parseInstant, parseIpArg, parseIpList, parsePositiveInt } from './parse';
 
@@ -71,7 +71,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   };
 
   const program = new Command('berthctl')
-    .description('Operate Berth: pools, leases and their history, hosts.')
+    .description('Operate Berth: pools, leases and their history, hosts, cluster status.')
     .option('--controller <url>', `controller API URL (env BERTH_CONTROLLER, default ${DEFAULT_CONTROLLER})`)
     .option('--token-file <file>', 'file holding the API bearer token (env BERTH_TOKEN_FILE)')
     .option('--ca <file>', 'CA bundle that signed the controller\'s https certificate (env BERTH_CA_FILE; default: system roots)')
@@ -237,6 +237,14 @@ export async function run(argv: string[], io: Io): Promise<number> {
     .action(async (host: string, o: { force?: boolean; json?: boolean }, cmd: Command) => {
       const r = await connect(cmd).forgetHost(host, o.force === true);
       out(o.json ? json(r) : forgetLine(r));
+    });
+
+  // ---- status ----
+  program.command('status').description('the cluster at a glance: hosts with agent liveness and last pass, pools, leases needing attention')
+    .addOption(jsonOpt())
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const s = await connect(cmd).status();
+      out(o.json ? json(s) : statusText(s, now()));
     });
 
   try {
