@@ -34,6 +34,8 @@ export interface CniDeps {
   journalDir: string;
   /** The fast path's per-pod hooks, when it runs (agent --fast-path). */
   fastPath?: PodFastPath;
+  /** The source check's per-pod hooks, when isolation is on (docs/dataplane.md "Isolation"). */
+  podFirewall?: PodFirewall;
   log: Logger;
 }
 
@@ -43,6 +45,14 @@ export interface PodFastPath {
   learnLocal(ip: string, veth: string, index: number): void;
   /** DEL/GC: stop redirecting anything into this host veth. */
   forgetVeth(veth: string): void;
+}
+
+/** What CNI verbs tell the source check at once, rather than when the watch shows the lease. */
+export interface PodFirewall {
+  /** ADD: the pod behind veth may send as ip; resolves once the kernel lets it (bounded, never throws). */
+  admit(veth: string, ip: string): Promise<void>;
+  /** DEL, or a failed ADD: forget what admit() let through. */
+  forget(veth: string): void;
 }
 
 export type CniHandler = (req: AgentRequest) => Promise<AgentResponse>;

@@ -32,7 +32,7 @@ import { createCniHandler } from './cni-handlers';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
-import { firewallWant } from './firewall';
+import { firewallWant, withAdmitted } from './firewall';
 import { FirewallLoop, type FirewallPass } from './firewall-loop';
 import { FastPath } from './kernel/fastpath';
 import { FirewallSync } from './kernel/firewall';
@@ -124,6 +124,13 @@ export class Agent {
   private stopping = false;
   private fastPath?: FastPath;
   private firewall?: FirewallLoop;
+  /**
+   * Pods an ADD let through the source check before the watch shows their
+   * lease bound here (host veth -> leased address). Without them, a new
+   * pod's first packets would be dropped until the lease came round the
+   * watch; with them, ADD answers only once the pod may send.
+   */
+  private readonly admitted = new Map<string, string>();
   /** The first firewall sync after start (ops 0 when a restart found the tables right). */
   firstFirewall: FirewallPass | undefined;
   metrics: AgentMetrics | undefined;
@@ -220,6 +227,7 @@ export class Agent {
       markDirty: () => this.reconciler?.markDirty('cni'),
       journalDir: o.journalDir,
       ...(this.fastPath ? { fastPath: this.fastPath } : {}),
+      ...(o.isolation !== false ? { podFirewall: { admit: (veth: string, ip: string) => this.admit(veth, ip), forget: (veth: string) => { this.admitted.delete(veth); } } } : {}),
       log: this.log.child({ component: 'cni' }),
     });
     this.cni = await startCniServer(o.socketPath, this.metrics ? this.metrics.timeCni(handler) : handler, this.log.child({ component: 'cni' }));
@@ -274,9 +282,23 @@ export class Agent {
     });
     d.firewall = firewallWant({
       underlayIp: me.underlayIp, pools: [pool, ...pools].map((p) => p.cidr), hosts: others.map((h) => h.underlayIp),
-      noMasquerade: this.o.noMasquerade ?? [], locals: d.locals ?? [], isolation: this.o.isolation !== false,
+      noMasquerade: this.o.noMasquerade ?? [], locals: withAdmitted(d.locals ?? [], this.admitted), isolation: this.o.isolation !== false,
     });
     return d;
+  }
+
+  /** ADD: the pod behind veth may send as ip once this resolves (bounded: a wedged nft must not wedge ADD). */
+  private async admit(veth: string, ip: string): Promise<void> {
+    this.admitted.set(veth, ip);
+    const want = this.desired()?.firewall;
+    if (!want || !this.firewall) return;
+    let timer: NodeJS.Timeout | undefined;
+    const pass = await Promise.race([
+      this.firewall.apply(want),
+      new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), ADMIT_WAIT_MS); }),
+    ]);
+    clearTimeout(timer);
+    if (!pass || pass.error) this.log.warn('pod admitted before the firewall took it; its first packets may be dropped', { veth, ip, error: pass?.error ?? `no sync within ${ADMIT_WAIT_MS} ms` });
   }
 
   /**
@@ -302,6 +324,8 @@ export class Agent {
     this.log.info('agent stopped', { revoked: !!o.revoke });
   }
 }
+
+const ADMIT_WAIT_MS = 2000;
 
 /** The host's links as the fast path sees them. */
 async function linkViews(nl: Netlink): Promise<LinkView[]> {

@@ -45,3 +45,24 @@ test('a refused sync is retried with a read-back; nothing runs after stop', asyn
   loop.kick(want(2), { verify: false });
   t.deepEqual(verifies, [false, true]);
 });
+
+test('apply resolves with the first sync that took its tables, never with one already running', async (t) => {
+  const seen: number[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const loop = new FirewallLoop(async (w) => {
+    seen.push((w.bridge!.match(/bth/g) ?? []).length - 1);
+    if (seen.length === 1) await gate;
+    return 1;
+  }, silentLogger);
+  loop.kick(want(1), { verify: false }); // a sync of the old tables is under way
+  let settled = false;
+  const applied = loop.apply(want(2)).then((p) => { settled = true; return p; });
+  await new Promise((r) => setImmediate(r));
+  t.false(settled, 'not answered by the sync that began before it');
+  release();
+  t.like(await applied, { ops: 1 });
+  t.deepEqual(seen, [1, 2], 'answered by the sync of its own tables');
+  await loop.stop();
+  t.like(await loop.apply(want(3)), { error: 'firewall loop stopped' }, 'after stop: at once, with no sync');
+});

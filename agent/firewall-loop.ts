@@ -28,14 +28,31 @@ export class FirewallLoop {
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private waiters: ((p: FirewallPass) => void)[] = [];
+  /** Kicks so far; a sync serves every kick made before it took its tables. */
+  private kicks = 0;
+  private applyWaiters: { kick: number; resolve: (p: FirewallPass) => void }[] = [];
 
   constructor(private readonly sync: FirewallSyncFn, private readonly log: Logger, private readonly retryMs = 500) {}
 
   /** Asks for a sync to want; never waits. */
   kick(want: FirewallWant, o: { verify: boolean }): void {
     if (this.stopped) return;
+    this.kicks++;
     this.pending = { want, verify: o.verify || !!this.pending?.verify };
     this.running ??= this.loop();
+  }
+
+  /**
+   * Kicks, then resolves with the first sync that took these tables or newer
+   * ones (a CNI ADD waits here until its pod may send). A refused sync
+   * resolves it too, with its error: the retry is the loop's business, not
+   * the caller's. After stop() it resolves at once, with no sync.
+   */
+  apply(want: FirewallWant): Promise<FirewallPass> {
+    if (this.stopped) return Promise.resolve({ ops: 0, verify: false, ms: 0, error: 'firewall loop stopped' });
+    this.kick(want, { verify: false });
+    const kick = this.kicks;
+    return new Promise((resolve) => this.applyWaiters.push({ kick, resolve }));
   }
 
   /** Resolves with the next sync to complete. */
@@ -48,12 +65,14 @@ export class FirewallLoop {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.running;
+    for (const w of this.applyWaiters.splice(0)) w.resolve({ ops: 0, verify: false, ms: 0, error: 'firewall loop stopped' });
   }
 
   private async loop(): Promise<void> {
     while (this.pending && !this.stopped) {
       const p = this.pending;
       this.pending = undefined;
+      const served = this.kicks;
       const t0 = performance.now();
       let ops = 0;
       let error: string | undefined;
@@ -67,6 +86,7 @@ export class FirewallLoop {
       if (error) this.log.warn('firewall pass', { ...r });
       else this.log.info('firewall pass', { ...r });
       for (const w of this.waiters.splice(0)) w(r);
+      this.applyWaiters = this.applyWaiters.filter((w) => (w.kick <= served ? (w.resolve(r), false) : true));
       if (error && !this.retryTimer) {
         this.retryTimer = setTimeout(() => {
           this.retryTimer = undefined;

@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { canonicalTable, extractTables, firewallMatches, firewallScript, firewallWant, nftPrefix, parseCidrList, type FirewallInput } from './firewall';
+import { canonicalTable, extractTables, firewallMatches, firewallScript, firewallWant, nftPrefix, parseCidrList, withAdmitted, type FirewallInput } from './firewall';
 
 const input: FirewallInput = {
   underlayIp: '198.19.0.11',
@@ -144,4 +144,13 @@ test('IPv6 pools and addresses get no rule; duplicates collapse', (t) => {
   t.is(w.inet.split('\n').filter((l) => l.startsWith('ip saddr')).length, 1);
   t.false(w.bridge!.includes('fd00'));
   t.false(w.bridge!.includes('elements'), 'an empty set is listed without elements');
+});
+
+test('admitted pods join the source check until the watch shows them, then leave the map', (t) => {
+  const admitted = new Map([['bth00000001', '198.18.0.5'], ['bth00000002', '198.18.0.6']]);
+  const watched = [{ veth: 'bth00000001', ip: '198.18.0.5' }, { veth: 'bth00000009', ip: '198.18.0.9' }];
+  t.deepEqual(withAdmitted(watched, admitted), [...watched, { veth: 'bth00000002', ip: '198.18.0.6' }]);
+  t.deepEqual([...admitted.keys()], ['bth00000002'], 'the one the watch caught up with is dropped');
+  t.deepEqual(withAdmitted([{ veth: 'bth00000002', ip: '198.18.0.7' }], admitted), [{ veth: 'bth00000002', ip: '198.18.0.7' }],
+    'where the watch says otherwise for that veth, the watch wins');
 });

@@ -212,3 +212,18 @@ export function firewallMatches(w: FirewallWant, liveRuleset: string): boolean {
   }
   return true;
 }
+
+/**
+ * Local endpoints for the source check: the watch's, plus pods admitted by an
+ * ADD whose lease the watch hasn't shown yet. An admission the watch has
+ * caught up with (same veth, same address) is dropped from the map.
+ */
+export function withAdmitted(locals: LocalEndpoint[], admitted: Map<string, string>): LocalEndpoint[] {
+  const byVeth = new Map(locals.map((l) => [l.veth, l.ip]));
+  const out = [...locals];
+  for (const [veth, ip] of admitted) {
+    if (byVeth.get(veth) === ip) admitted.delete(veth);
+    else if (!byVeth.has(veth)) out.push({ veth, ip });
+  }
+  return out;
+}

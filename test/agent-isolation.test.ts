@@ -21,6 +21,8 @@ import { startCluster, type Cluster, type ClusterHost, type Pod } from '../sim/c
 import { eventually } from '../sim/eventually';
 import { nsExec, randomTag, type Netns } from '../sim/netns';
 import { forgeArp, forgeSpoof, forgeVxlan } from './harness/forge';
+import { sendAgentRequest } from './doubles/agent-client';
+import type { AgentRequest } from '../common/agent-protocol';
 
 /** By absolute path: under npm, node_modules/.bin has an unrelated `nft` first in PATH. */
 const NFT = nftPath() ?? '/usr/sbin/nft';
@@ -217,3 +219,23 @@ test.serial('a pod can\'t ARP-spoof the gateway or a neighbour', async (t) => {
 function lladdr(neighLine: string): string | undefined {
   return /lladdr ([0-9a-f:]{17})/.exec(neighLine)?.[1];
 }
+
+test.serial('a pod made by CNI ADD may send the moment ADD answers: its first packet is not dropped', async (t) => {
+  const [h1] = c.hosts;
+  const pod = c.lab.pod('fresh');
+  const req = (verb: AgentRequest['verb']): AgentRequest => ({
+    verb, containerId: `fresh-${randomTag()}`, netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'iso', K8S_POD_NAME: 'fresh' }, network: 'berth-net', pool: c.pool.name,
+  });
+  const add = req('ADD');
+  const r = await sendAgentRequest(h1.socket, add, 10_000);
+  if (!r.ok) return t.fail(JSON.stringify(r));
+  const ip = r.result?.ips?.[0]?.address.split('/')[0] ?? '';
+  const veth = r.result?.interfaces?.[0]?.name ?? '';
+  // Before anything else can happen: the source check already knows the pod...
+  t.true(nsExec(h1.sim, NFT, 'list', 'table', 'bridge', 'berth').includes(`"${veth}" . ${ip}`), 'the pod set holds the new pod when ADD answers');
+  // ...and its very first packet, sent once, arrives.
+  const msg = `first-${randomTag()}`;
+  forgeSpoof(pod, { src: ip, dst: target.ip, port: PORT, msg, count: 1 });
+  await eventually(() => { if (!listener.got(`${ip} ${msg}`)) throw new Error('first packet not delivered'); }, { what: 'the first packet', timeoutMs: 5000 });
+  t.like(await sendAgentRequest(h1.socket, { ...add, verb: 'DEL' }, 10_000), { ok: true });
+});

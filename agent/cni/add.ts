@@ -105,6 +105,9 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway, poolCidr: parseCidr(`${ip}/${bound.prefix}`).cidr });
       fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
       undo.push({ what: 'fast path', run: async () => fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(plug.value.hostVeth)) });
+      // The source check must know the pod before the runtime starts its workload, or its first packets drop.
+      undo.push({ what: 'firewall', run: async () => deps.podFirewall?.forget(plug.value.hostVeth) });
+      await deps.podFirewall?.admit(plug.value.hostVeth, ip);
       deps.markDirty();
       if (await dropSupersededDel(deps.journalDir, req, started)) {
         deps.log.info('dropped a DEL journalled before this ADD', { containerId: req.containerId, ifName: req.ifName });

@@ -75,6 +75,7 @@ export async function del(ctx: Ctx, req: AgentRequest, o: { replay?: boolean } =
   const onReapError = (e: unknown) =>
     deps.log.warn('veth deletion failed; it is down and off the bridge, and goes with the pod netns', { containerId: req.containerId, ifName: req.ifName, error: castError(e).message });
   fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(vethNameFor(req.containerId, req.ifName)));
+  deps.podFirewall?.forget(vethNameFor(req.containerId, req.ifName));
   const [rel, det] = await Promise.allSettled([
     release(ctx, req),
     detachPod(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName }, onReapError),

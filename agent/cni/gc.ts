@@ -36,6 +36,7 @@ export async function gc(ctx: Ctx, req: AgentRequest): Promise<void> {
           if (r.outcome !== 'released') return; // rebound or released by someone else meanwhile
           released++;
           fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(veth));
+          deps.podFirewall?.forget(veth);
           await (await detachPod(deps.hostNetlink, { containerId, ifName, ip: l.ip, bridge: BRIDGE_NAME })).gone;
         }));
     } catch (e) {
