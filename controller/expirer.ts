@@ -14,13 +14,14 @@
  * keys only, and runs once per `historyScanMs` (default 1 h). At rest a pass
  * costs O(1) and reads nothing.
  */
-import type { Campaign, Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { pagedRange, prefixEnd } from '../common/etcd-paged';
 import { castError } from '../common/errors';
 import { keys } from '../common/keys';
 import type { Logger } from '../common/log';
 import type { LeaseEvent, LeaseView } from '../common/records';
 import { ExpiryQueue, type Due } from './expiry-queue';
+import { Leadership } from './leadership';
 import { event, isExpired } from './lease-rules';
 import { commitIf, del, putEvent } from './txn';
 import type { ClusterView } from './view';
@@ -90,10 +91,7 @@ const MAX_TRIMS_PER_PASS = 256;
 const EXPIRE_CONCURRENCY = 8;
 
 export class Expirer {
-  private campaign: Campaign | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private leader = false;
-  private stopped = false;
+  private readonly leadership: Leadership;
   private sweeping: Promise<void> | null = null;
   private lastScanMs: number | null = null;
   private readonly queue = new ExpiryQueue();
@@ -112,9 +110,12 @@ export class Expirer {
       reset: () => this.rebuild(),
     });
     this.rebuild();
+    this.leadership = new Leadership(etcd, log, {
+      election: keys.electionExpirer, replicaId: opts.replicaId, periodMs: opts.sweepMs, role: 'expirer', tick: () => { void this.sweepOnce(); },
+    });
   }
 
-  get isLeader(): boolean { return this.leader; }
+  get isLeader(): boolean { return this.leadership.isLeader; }
 
   /** Held leases waiting in the queue, stale entries included (for tests and logs). */
   get queued(): number { return this.queue.size; }
@@ -136,25 +137,7 @@ export class Expirer {
   }
 
   start(): void {
-    if (this.stopped) return;
-    const c = this.etcd.election(keys.electionExpirer, 10).campaign(this.opts.replicaId);
-    this.campaign = c;
-    c.on('elected', () => {
-      // Winning after stop() began would start a sweep nobody will clear.
-      if (this.stopped || this.campaign !== c) { void c.resign().catch(() => undefined); return; }
-      this.leader = true;
-      this.log.info('elected expirer', { replica: this.opts.replicaId });
-      this.timer = setInterval(() => { void this.sweepOnce(); }, this.opts.sweepMs);
-      this.timer.unref();
-    });
-    c.on('error', (e: Error) => {
-      this.leader = false;
-      if (this.timer) clearInterval(this.timer);
-      this.timer = null;
-      if (this.stopped) return;
-      this.log.warn('expirer campaign failed, campaigning again', { error: e.message });
-      setTimeout(() => this.start(), 1000).unref();
-    });
+    this.leadership.start();
   }
 
   sweepOnce(): Promise<void> {
@@ -233,17 +216,10 @@ export class Expirer {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     this.unsubscribe();
-    if (this.timer) clearInterval(this.timer);
-    await this.sweeping;
-    const c = this.campaign;
-    this.campaign = null;
-    if (c) await c.resign().catch(() => undefined);
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    this.leader = false;
+    await this.leadership.stop(() => this.sweeping);
   }
+
 }
 
 export type { LeaseEvent };

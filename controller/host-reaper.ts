@@ -10,12 +10,13 @@
  * host records come from the watch-fed view. The absence clock is in memory
  * and restarts with each new leader (controller/host-death.ts says why).
  */
-import type { Campaign, Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { castError } from '../common/errors';
 import { keys } from '../common/keys';
 import type { Logger } from '../common/log';
 import { planReaper } from './host-death';
 import { aliveHosts, declareDead, markAbsent, type HostsDeps } from './hosts';
+import { Leadership } from './leadership';
 import type { ClusterView } from './view';
 
 export const DEFAULT_HOST_DEAD_AFTER_SECONDS = 300;
@@ -28,9 +29,7 @@ export interface HostReaperOptions {
 }
 
 export class HostReaper {
-  private campaign: Campaign | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private leader = false;
+  private readonly leadership: Leadership;
   private stopped = false;
   private checking: Promise<void> | null = null;
   private clock = new Map<string, number>();
@@ -38,31 +37,17 @@ export class HostReaper {
 
   constructor(etcd: Etcd3, view: ClusterView, private readonly log: Logger, private readonly opts: HostReaperOptions) {
     this.deps = { etcd, view, log, now: opts.now };
+    this.leadership = new Leadership(etcd, log, {
+      election: keys.electionHostReaper, replicaId: opts.replicaId, periodMs: opts.checkMs, role: 'host reaper', tickOnElection: true,
+      onElected: () => { this.clock = new Map(); }, // absence counts only from what this leader sees
+      tick: () => { void this.checkOnce(); },
+    });
   }
 
-  get isLeader(): boolean { return this.leader; }
+  get isLeader(): boolean { return this.leadership.isLeader; }
 
   start(): void {
-    if (this.stopped) return;
-    const c = this.deps.etcd.election(keys.electionHostReaper, 10).campaign(this.opts.replicaId);
-    this.campaign = c;
-    c.on('elected', () => {
-      if (this.stopped || this.campaign !== c) { void c.resign().catch(() => undefined); return; }
-      this.leader = true;
-      this.clock = new Map(); // absence counts only from what this leader sees
-      this.log.info('elected host reaper', { replica: this.opts.replicaId, deadAfterMs: this.opts.deadAfterMs });
-      this.timer = setInterval(() => { void this.checkOnce(); }, this.opts.checkMs);
-      this.timer.unref();
-      void this.checkOnce();
-    });
-    c.on('error', (e: Error) => {
-      this.leader = false;
-      if (this.timer) clearInterval(this.timer);
-      this.timer = null;
-      if (this.stopped) return;
-      this.log.warn('host reaper campaign failed, campaigning again', { error: e.message });
-      setTimeout(() => this.start(), 1000).unref();
-    });
+    this.leadership.start();
   }
 
   checkOnce(): Promise<void> {
@@ -71,14 +56,14 @@ export class HostReaper {
   }
 
   private async doCheck(): Promise<void> {
-    if (!this.leader || this.stopped) return;
+    if (!this.leadership.isLeader || this.stopped) return;
     try {
       const alive = await aliveHosts(this.deps.etcd);
       const hosts = [...this.deps.view.hosts.values()].map((h) => ({ record: h.value, alive: alive.has(h.value.name) }));
       const plan = planReaper(hosts, this.clock, this.opts.now(), this.opts.deadAfterMs);
       this.clock = plan.clock;
       for (const a of plan.actions) {
-        if (!this.leader || this.stopped) return;
+        if (!this.leadership.isLeader || this.stopped) return;
         try {
           if (a.kind === 'mark-absent') {
             if (await markAbsent(this.deps, a.host, a.since, a.deadAt)) this.log.info('host absent', { host: a.host, since: a.since, deadAt: a.deadAt });
@@ -98,12 +83,7 @@ export class HostReaper {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.checking;
-    const c = this.campaign;
-    this.campaign = null;
-    if (c) await c.resign().catch(() => undefined);
-    this.leader = false;
+    await this.leadership.stop(() => this.checking);
   }
+
 }

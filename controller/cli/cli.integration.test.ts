@@ -167,10 +167,13 @@ test.serial('leases history lists events and --at answers who had the address th
 });
 
 test.serial('leases pin reserves an address before its identity exists; release frees it', async (t) => {
-  const pinned = await ok(t, ['leases', 'pin', 'k8s/shop/db-0', '--pool', POOL, '--ip', '198.18.40.100']);
-  t.is(pinned, 'pinned k8s/shop/db-0 to 198.18.40.100 in pool cli (held, never expires)\n');
+  // An address no earlier test happened to allocate (they take random free ones).
+  const taken = new Set((await api.leases({ pool: POOL })).leases.map((l) => l.ip));
+  const pin = Array.from({ length: 100 }, (_, i) => `198.18.40.${100 + i}`).find((a) => !taken.has(a))!;
+  const pinned = await ok(t, ['leases', 'pin', 'k8s/shop/db-0', '--pool', POOL, '--ip', pin]);
+  t.is(pinned, `pinned k8s/shop/db-0 to ${pin} in pool cli (held, never expires)\n`);
   const again = await okJson<LeaseView>(t, ['leases', 'pin', 'k8s/shop/db-0', '--pool', POOL]);
-  t.is(again.ip, '198.18.40.100');
+  t.is(again.ip, pin);
   t.true(again.pinned);
   const list = await okJson<{ leases: LeaseView[] }>(t, ['leases', 'ls', '--state', 'pinned']);
   t.deepEqual(list.leases.map((l) => l.identity), ['k8s/shop/db-0']);
@@ -182,7 +185,7 @@ test.serial('leases pin reserves an address before its identity exists; release 
   const conflict = await fails(t, ['leases', 'pin', 'k8s/shop/other', '--pool', POOL, '--ip', ip], 4);
   t.regex(conflict, /^berthctl: address is leased to another identity: /);
 
-  t.is(await ok(t, ['leases', 'release', '198.18.40.100', '--pool', POOL]), 'freed 198.18.40.100 in pool cli (was held, pinned for k8s/shop/db-0)\n');
+  t.is(await ok(t, ['leases', 'release', pin, '--pool', POOL]), `freed ${pin} in pool cli (was held, pinned for k8s/shop/db-0)\n`);
   const refused = await fails(t, ['leases', 'release', ip, '--pool', POOL], 4);
   t.regex(refused, /use --force/);
   const freed = await okJson<{ freed: LeaseView }>(t, ['leases', 'release', ip, '--pool', POOL, '--force']);
