@@ -1,0 +1,100 @@
+/**
+ * The DaemonSet in deploy/kubernetes, executed: its install-cni init
+ * container and its agent container run with their `command`, `args` and
+ * `env` exactly as the YAML has them (test/harness/kubelet.ts: $(VAR)
+ * expansion, ConfigMap keys, the downward API, service variables; host paths
+ * mapped onto a temp node root), on a simulated host of a real cluster.
+ * The agent must pass the manifest's own readiness probe, and a runtime then
+ * creates a pod through the plugin and conflist the init container
+ * installed. A flag renamed in the code but not in the manifest fails here.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CniRuntime } from '../demo/runtime';
+import { startCluster } from '../sim/cluster';
+import { eventually } from '../sim/eventually';
+import { ip, nsTry } from '../sim/netns';
+import { K8S_DIR, parseYamlDocs } from './harness/k8s';
+import { containerProcess, type NodeContext } from './harness/kubelet';
+
+const ROOT = join(__dirname, '../..');
+const load = (f: string) => parseYamlDocs(readFileSync(join(K8S_DIR, f), 'utf8'), f);
+
+/** A TCP listener in `ns` forwarding to a unix socket: the controller Service's ClusterIP as kube-proxy gives it to the node. */
+const PROXY = `const net=require('net');const [host,port,path]=process.argv.slice(1);
+net.createServer((c)=>{const u=net.connect(path);c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());})
+.listen(Number(port),host,()=>console.log('listening'));`;
+
+function run(ns: string, argv: string[], env: Record<string, string>, logFile: string): ChildProcess {
+  const fd = openSync(logFile, 'a');
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+  closeSync(fd);
+  return child;
+}
+
+test('the DaemonSet\'s install-cni and agent containers run as written; a pod gets an address through what they set up', async (t) => {
+  const [ds] = load('base/agent.yaml') as any[];
+  const config = (load('base/config.yaml') as any[]).find((o) => o.kind === 'ConfigMap');
+  const podSpec = ds.spec.template.spec;
+  const c = await startCluster({ hosts: 1, poolCidr: '198.18.41.0/24', poolName: config.data.pool });
+  const children: ChildProcess[] = [];
+  const root = mkdtempSync(join(tmpdir(), 'berth-node-'));
+  t.teardown(async () => {
+    for (const ch of children) if (ch.exitCode === null && ch.signalCode === null) {
+      const gone = new Promise((r) => ch.once('exit', r));
+      ch.kill('SIGTERM');
+      await gone;
+    }
+    await c.teardown();
+    rmSync(root, { recursive: true, force: true });
+  });
+  const h = c.hosts[0];
+  await c.stopAgent(h); // the manifest's agent takes this host over
+
+  const controllerPort = 17480;
+  const proxy = spawn('ip', ['netns', 'exec', h.sim.name, process.execPath, '-e', PROXY, '127.0.0.1', String(controllerPort), c.controllerUrl.slice('unix://'.length)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(proxy);
+  await new Promise<void>((res, rej) => { proxy.stdout!.once('data', () => res()); proxy.once('exit', () => rej(new Error('proxy exited'))); });
+
+  const node: NodeContext = {
+    root, checkout: ROOT, nodeName: h.name, hostIP: h.sim.underlayIp,
+    // The operator's inputs: where etcd is (here, the test's), the pool as the YAML says, a token.
+    configMaps: { 'berth-config': { ...config.data, 'etcd-endpoints': c.etcd.socketEndpoint } },
+    secrets: { 'berth-api-token': { 'api-token': 'manifest-test-token\n' } },
+    serviceEnv: { BERTH_CONTROLLER_SERVICE_HOST: '127.0.0.1', BERTH_CONTROLLER_SERVICE_PORT: String(controllerPort) },
+  };
+  const log = join(root, 'containers.log');
+
+  t.is(podSpec.initContainers.length, 1);
+  const init = containerProcess(podSpec, podSpec.initContainers[0], node);
+  const initChild = run(h.sim.name, init.argv, init.env, log);
+  const initCode = await new Promise<number | null>((r) => initChild.once('exit', (code) => r(code)));
+  t.is(initCode, 0, readFileSync(log, 'utf8'));
+
+  t.is(podSpec.containers.length, 1);
+  const agent = containerProcess(podSpec, podSpec.containers[0], node);
+  const agentChild = run(h.sim.name, agent.argv, agent.env, log);
+  children.push(agentChild);
+  // The manifest's readiness probe, run where kubelet would (the node's network namespace).
+  const probe = podSpec.containers[0].readinessProbe.httpGet;
+  const url = `http://${probe.host}:${probe.port}${probe.path}`;
+  await eventually(() => {
+    if (agentChild.exitCode !== null) throw new Error(`agent exited ${agentChild.exitCode}: ${readFileSync(log, 'utf8').slice(-2000)}`);
+    if (!nsTry(h.sim.name, process.execPath, '-e', `fetch(${JSON.stringify(url)}).then((r)=>process.exit(r.status===200?0:1),()=>process.exit(1))`)) throw new Error('not ready');
+  }, { timeoutMs: 20_000, intervalMs: 200, what: 'the agent to pass its readiness probe' }).catch((e) => { throw new Error(`${(e as Error).message}\n${readFileSync(log, 'utf8').slice(-2000)}`); });
+
+  const rt = new CniRuntime(join(root, 'opt/cni/bin'), join(root, 'etc/cni/net.d/10-berth.conflist'));
+  const pod = c.lab.pod('mx-0');
+  const att = { containerId: 'manifest0123', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'ns1', K8S_POD_NAME: 'web-0' } };
+  const add = await rt.add(att);
+  t.is(add.code, 0, JSON.stringify(add.error));
+  const podIp = String(add.result.ips[0].address).split('/')[0];
+  t.true(podIp.startsWith('198.18.41.'), podIp);
+  await eventually(() => { if (!c.ping(h.sim, podIp)) throw new Error(`no reply from ${podIp}`); }, { timeoutMs: 10_000, intervalMs: 100 });
+  const del = await rt.del(att, add.result);
+  t.is(del.code, 0, JSON.stringify(del.error));
+  ip('netns', 'del', pod.name);
+});
