@@ -1,10 +1,12 @@
 /**
- * The DaemonSet in deploy/kubernetes, executed: its install-cni init
- * container and its agent container run with their `command`, `args` and
+ * The controller Deployment and the agent DaemonSet in deploy/kubernetes,
+ * executed: the controller, the install-cni init container and the agent
+ * run with their `command`, `args` and
  * `env` exactly as the YAML has them (test/harness/kubelet.ts: $(VAR)
  * expansion, ConfigMap keys, the downward API, service variables; host paths
  * mapped onto a temp node root), on a simulated host of a real cluster.
- * The agent must pass the manifest's own readiness probe, and a runtime then
+ * Each must pass the manifest's own readiness probe (the agent reaching the
+ * controller through the Service's variables, with the Secret's token), and a runtime then
  * creates a pod through the plugin and conflist the init container
  * installed. A flag renamed in the code but not in the manifest fails here.
  */
@@ -23,11 +25,6 @@ import { containerProcess, type NodeContext } from './harness/kubelet';
 const ROOT = join(__dirname, '../..');
 const load = (f: string) => parseYamlDocs(readFileSync(join(K8S_DIR, f), 'utf8'), f);
 
-/** A TCP listener in `ns` forwarding to a unix socket: the controller Service's ClusterIP as kube-proxy gives it to the node. */
-const PROXY = `const net=require('net');const [host,port,path]=process.argv.slice(1);
-net.createServer((c)=>{const u=net.connect(path);c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());})
-.listen(Number(port),host,()=>console.log('listening'));`;
-
 function run(ns: string, argv: string[], env: Record<string, string>, logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a');
   const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
@@ -35,8 +32,10 @@ function run(ns: string, argv: string[], env: Record<string, string>, logFile: s
   return child;
 }
 
-test('the DaemonSet\'s install-cni and agent containers run as written; a pod gets an address through what they set up', async (t) => {
+test('the Deployment\'s controller, the DaemonSet\'s install-cni and agent run as written; a pod gets an address through what they set up', async (t) => {
   const [ds] = load('base/agent.yaml') as any[];
+  const deployment = (load('base/controller.yaml') as any[]).find((o) => o.kind === 'Deployment');
+  const controllerService = (load('base/controller.yaml') as any[]).find((o) => o.kind === 'Service');
   const config = (load('base/config.yaml') as any[]).find((o) => o.kind === 'ConfigMap');
   const podSpec = ds.spec.template.spec;
   const c = await startCluster({ hosts: 1, poolCidr: '198.18.41.0/24', poolName: config.data.pool });
@@ -54,19 +53,32 @@ test('the DaemonSet\'s install-cni and agent containers run as written; a pod ge
   const h = c.hosts[0];
   await c.stopAgent(h); // the manifest's agent takes this host over
 
-  const controllerPort = 17480;
-  const proxy = spawn('ip', ['netns', 'exec', h.sim.name, process.execPath, '-e', PROXY, '127.0.0.1', String(controllerPort), c.controllerUrl.slice('unix://'.length)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(proxy);
-  await new Promise<void>((res, rej) => { proxy.stdout!.once('data', () => res()); proxy.once('exit', () => rej(new Error('proxy exited'))); });
-
   const node: NodeContext = {
     root, checkout: ROOT, nodeName: h.name, hostIP: h.sim.underlayIp,
     // The operator's inputs: where etcd is (here, the test's), the pool as the YAML says, a token.
     configMaps: { 'berth-config': { ...config.data, 'etcd-endpoints': c.etcd.socketEndpoint } },
     secrets: { 'berth-api-token': { 'api-token': 'manifest-test-token\n' } },
-    serviceEnv: { BERTH_CONTROLLER_SERVICE_HOST: '127.0.0.1', BERTH_CONTROLLER_SERVICE_PORT: String(controllerPort) },
+    // The controller Service's ClusterIP, as kube-proxy serves it on the node: here the replica on this node.
+    serviceEnv: { BERTH_CONTROLLER_SERVICE_HOST: '127.0.0.1', BERTH_CONTROLLER_SERVICE_PORT: String(controllerService.spec.ports.find((p: any) => p.name === 'api').port) },
   };
   const log = join(root, 'containers.log');
+
+  const ready = async (child: ChildProcess, container: any, what: string) => {
+    const probe = container.readinessProbe.httpGet;
+    const url = `http://${probe.host ?? '127.0.0.1'}:${probe.port}${probe.path}`;
+    await eventually(() => {
+      if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}`);
+      if (!nsTry(h.sim.name, process.execPath, '-e', `fetch(${JSON.stringify(url)}).then((r)=>process.exit(r.status===200?0:1),()=>process.exit(1))`)) throw new Error('not ready');
+    }, { timeoutMs: 20_000, intervalMs: 200, what: `${what} to pass its readiness probe` }).catch((e) => { throw new Error(`${(e as Error).message}\n${readFileSync(log, 'utf8').slice(-2000)}`); });
+  };
+
+  // A controller replica on this node, from the Deployment (hostNetwork, like the agent).
+  const cSpec = deployment.spec.template.spec;
+  t.is(cSpec.containers.length, 1);
+  const ctl = containerProcess(cSpec, cSpec.containers[0], node);
+  const ctlChild = run(h.sim.name, ctl.argv, ctl.env, log);
+  children.push(ctlChild);
+  await ready(ctlChild, cSpec.containers[0], 'the controller');
 
   t.is(podSpec.initContainers.length, 1);
   const init = containerProcess(podSpec, podSpec.initContainers[0], node);
@@ -79,12 +91,7 @@ test('the DaemonSet\'s install-cni and agent containers run as written; a pod ge
   const agentChild = run(h.sim.name, agent.argv, agent.env, log);
   children.push(agentChild);
   // The manifest's readiness probe, run where kubelet would (the node's network namespace).
-  const probe = podSpec.containers[0].readinessProbe.httpGet;
-  const url = `http://${probe.host}:${probe.port}${probe.path}`;
-  await eventually(() => {
-    if (agentChild.exitCode !== null) throw new Error(`agent exited ${agentChild.exitCode}: ${readFileSync(log, 'utf8').slice(-2000)}`);
-    if (!nsTry(h.sim.name, process.execPath, '-e', `fetch(${JSON.stringify(url)}).then((r)=>process.exit(r.status===200?0:1),()=>process.exit(1))`)) throw new Error('not ready');
-  }, { timeoutMs: 20_000, intervalMs: 200, what: 'the agent to pass its readiness probe' }).catch((e) => { throw new Error(`${(e as Error).message}\n${readFileSync(log, 'utf8').slice(-2000)}`); });
+  await ready(agentChild, podSpec.containers[0], 'the agent');
 
   const rt = new CniRuntime(join(root, 'opt/cni/bin'), join(root, 'etc/cni/net.d/10-berth.conflist'));
   const pod = c.lab.pod('mx-0');
