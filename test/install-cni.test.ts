@@ -9,9 +9,8 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniRuntime } from '../demo/runtime';
+import { podRoundTrip } from './harness/plugin';
 import { startCluster } from '../sim/cluster';
-import { eventually } from '../sim/eventually';
-import { ip } from '../sim/netns';
 import { AGENT_MAIN } from '../sim/cluster';
 
 function installCniCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -39,17 +38,9 @@ test('a pod is created and deleted through what install-cni installed', async (t
   t.deepEqual([after.ino, after.mtimeNs], [before.ino, before.mtimeNs], 'a rerun rewrites nothing');
 
   const rt = new CniRuntime(binDir, conflist);
-  const pod = c.lab.pod('web-0');
-  const att = { containerId: 'inst0123456789', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'ns1', K8S_POD_NAME: 'web-0' } };
-  const add = await rt.add(att);
-  t.is(add.code, 0, JSON.stringify(add.error));
-  t.is(add.result.cniVersion, '1.0.0');
-  const podIp = String(add.result.ips[0].address).split('/')[0];
-  t.true(podIp.startsWith('198.18.40.'), podIp);
-  await eventually(() => { if (!c.ping(h.sim, podIp)) throw new Error(`no reply from ${podIp}`); }, { timeoutMs: 10_000, intervalMs: 100 });
-  const del = await rt.del(att, add.result);
-  t.is(del.code, 0, JSON.stringify(del.error));
-  ip('netns', 'del', pod.name);
+  const result = await podRoundTrip(t, c, rt, h, 'web-0', 'inst0123456789');
+  t.is(result.cniVersion, '1.0.0');
+  t.true(String(result.ips[0].address).startsWith('198.18.40.'), result.ips[0].address);
 
   const un = await installCniCli([...flags, '--uninstall']);
   t.is(un.code, 0, un.stderr);

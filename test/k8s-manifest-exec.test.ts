@@ -16,9 +16,10 @@ import { mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniRuntime } from '../demo/runtime';
+import { podRoundTrip } from './harness/plugin';
 import { startCluster } from '../sim/cluster';
 import { eventually } from '../sim/eventually';
-import { ip, nsTry } from '../sim/netns';
+import { nsTry } from '../sim/netns';
 import { K8S_DIR, parseYamlDocs } from './harness/k8s';
 import { containerProcess, type NodeContext } from './harness/kubelet';
 
@@ -94,14 +95,6 @@ test('the Deployment\'s controller, the DaemonSet\'s install-cni and agent run a
   await ready(agentChild, podSpec.containers[0], 'the agent');
 
   const rt = new CniRuntime(join(root, 'opt/cni/bin'), join(root, 'etc/cni/net.d/10-berth.conflist'));
-  const pod = c.lab.pod('mx-0');
-  const att = { containerId: 'manifest0123', netns: pod.path, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'ns1', K8S_POD_NAME: 'web-0' } };
-  const add = await rt.add(att);
-  t.is(add.code, 0, JSON.stringify(add.error));
-  const podIp = String(add.result.ips[0].address).split('/')[0];
-  t.true(podIp.startsWith('198.18.41.'), podIp);
-  await eventually(() => { if (!c.ping(h.sim, podIp)) throw new Error(`no reply from ${podIp}`); }, { timeoutMs: 10_000, intervalMs: 100 });
-  const del = await rt.del(att, add.result);
-  t.is(del.code, 0, JSON.stringify(del.error));
-  ip('netns', 'del', pod.name);
+  const result = await podRoundTrip(t, c, rt, h, 'web-0', 'manifest0123');
+  t.true(String(result.ips[0].address).startsWith('198.18.41.'), result.ips[0].address);
 });
