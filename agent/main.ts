@@ -16,6 +16,7 @@ import { createLogger } from '../common/log';
 import { DEFAULT_VNI } from '../common/records';
 import { Agent } from './daemon';
 import { parseCidrList } from './firewall';
+import { runInstallCni } from './install-cni-cli';
 
 const vni = (v: string) => {
   const n = Number(v);
@@ -71,6 +72,8 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")');
 
 async function main(): Promise<void> {
+  // `berth-agent install-cni …`: the node install step (agent/install-cni.ts).
+  if (process.argv[2] === 'install-cni') return runInstallCni(process.argv.slice(3));
   program.parse();
   const o = program.opts();
   const log = createLogger({ component: 'agent' });
