@@ -9,28 +9,14 @@
  * passed as fd 3 and moved onto stdin/stdout by `sh` (dup2 keeps O_NONBLOCK).
  */
 import test from 'ava';
+import { relayScratch } from './harness/relay-scratch';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, read, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, constants, openSync, read, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
-import { BIN, ensureRelay } from '../sim/exec';
+import { BIN } from '../sim/exec';
 
-const NETNS_NAME = `berth-relay-io-${process.pid}`;
-let scratch = '';
-let netns = '';
-
-test.before(async () => {
-  await ensureRelay();
-  scratch = mkdtempSync(join(tmpdir(), 'berth-relay-io-'));
-  execFileSync('ip', ['netns', 'add', NETNS_NAME]);
-  netns = `/run/netns/${NETNS_NAME}`;
-});
-
-test.after.always(() => {
-  if (netns) execFileSync('ip', ['netns', 'del', NETNS_NAME]);
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
-});
+const fx = relayScratch(test, 'relay-io');
 
 const RESULT = { cniVersion: '1.1.0', ips: [{ address: '198.18.0.5/32', gateway: '198.18.0.1' }] };
 
@@ -41,13 +27,13 @@ async function agent(t: { teardown(fn: () => Promise<void>): void }): Promise<Fa
 }
 
 function addEnv(): Record<string, string> {
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: netns, CNI_IFNAME: 'eth0' };
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: fx.netns, CNI_IFNAME: 'eth0' };
 }
 
 const conf = (a: FakeAgent) => JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'berth', pool: 'p', agentSocket: a.socketPath, journalDir: join(a.dir, 'j') });
 
 function fifo(name: string): string {
-  const p = join(scratch, name);
+  const p = join(fx.scratch, name);
   execFileSync('mkfifo', [p]);
   return p;
 }

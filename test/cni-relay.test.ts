@@ -7,30 +7,16 @@
  * fuzz findings (issue 9), each through the binary.
  */
 import test from 'ava';
+import { relayScratch } from './harness/relay-scratch';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { journalId, readDelJournal } from '../common/del-journal';
 import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
-import { BIN, ensureRelay, execPlugin, execWithStdin } from '../sim/exec';
+import { BIN, execPlugin, execWithStdin } from '../sim/exec';
 
-const NETNS_NAME = `berth-relay-${process.pid}`;
-let netns = '';
-let scratch = '';
-
-test.before(async () => {
-  await ensureRelay();
-  scratch = mkdtempSync(join(tmpdir(), 'berth-relay-'));
-  execFileSync('ip', ['netns', 'add', NETNS_NAME]);
-  netns = `/run/netns/${NETNS_NAME}`;
-});
-
-test.after.always(() => {
-  if (netns) execFileSync('ip', ['netns', 'del', NETNS_NAME]);
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
-});
+const fx = relayScratch(test, 'relay');
 
 const RESULT = { cniVersion: '1.1.0', interfaces: [{ name: 'eth0', sandbox: 'x' }], ips: [{ address: '198.18.0.5/32', gateway: '198.18.0.1', interface: 0 }] };
 
@@ -41,9 +27,9 @@ async function agentFor(t: { teardown(fn: () => Promise<void>): void }): Promise
 }
 
 const conf = (a: { socketPath: string } | string, extra: Record<string, unknown> = {}) => ({
-  cniVersion: '1.0.0', name: 'n', type: 'berth', pool: 'p', agentSocket: typeof a === 'string' ? a : a.socketPath, journalDir: join(scratch, 'journal'), ...extra,
+  cniVersion: '1.0.0', name: 'n', type: 'berth', pool: 'p', agentSocket: typeof a === 'string' ? a : a.socketPath, journalDir: join(fx.scratch, 'journal'), ...extra,
 });
-const env = (verb: string, extra: Record<string, string | undefined> = {}) => ({ CNI_COMMAND: verb, CNI_CONTAINERID: 'c1', CNI_NETNS: netns, CNI_IFNAME: 'eth0', ...extra });
+const env = (verb: string, extra: Record<string, string | undefined> = {}) => ({ CNI_COMMAND: verb, CNI_CONTAINERID: 'c1', CNI_NETNS: fx.netns, CNI_IFNAME: 'eth0', ...extra });
 
 test('the relay is a static executable and runs with no node on PATH', async (t) => {
   t.regex(execFileSync('sh', ['-c', `ldd ${BIN} 2>&1 || true`]).toString(), /not a dynamic executable/);
@@ -62,12 +48,12 @@ test('the namespace reaches the agent as the runtime sees it, from a mount names
   const a = await agentFor(t);
   // In the agent's (this process's) mount namespace the path is an empty file;
   // only the "runtime", in a private mount namespace, has the netns bound there.
-  const dir = join(scratch, 'runtime-view');
+  const dir = join(fx.scratch, 'runtime-view');
   mkdirSync(dir, { recursive: true });
   const path = join(dir, 'pod-ns');
   writeFileSync(path, '');
   const script = 'mount --bind "$1" "$2" && exec "$0"';
-  const viaRuntime = await execWithStdin('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, BIN, netns, path],
+  const viaRuntime = await execWithStdin('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, BIN, fx.netns, path],
     { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env('ADD', { CNI_NETNS: path }) }, JSON.stringify(conf(a)));
   t.is(viaRuntime.code, 0, viaRuntime.stdout + viaRuntime.stderr);
   t.is(a.requests.length, 1);
@@ -81,18 +67,18 @@ test('the namespace reaches the agent as the runtime sees it, from a mount names
 
 test('what is not a pod network namespace is 4 and never reaches a handler', async (t) => {
   const a = await agentFor(t);
-  const file = join(scratch, 'plain-file');
+  const file = join(fx.scratch, 'plain-file');
   writeFileSync(file, '');
-  const fifo = join(scratch, 'fifo');
+  const fifo = join(fx.scratch, 'fifo');
   execFileSync('mkfifo', [fifo]);
   const cases: [string, RegExp][] = [
     [file, /not a network namespace/],
-    [scratch, /not a network namespace/],
+    [fx.scratch, /not a network namespace/],
     [fifo, /not a network namespace/],
     ['/proc/self/ns/mnt', /not a network namespace/],
     ['/dev/null', /not a network namespace/],
     ['/proc/self/ns/net', /own network namespace|host's network namespace/],
-    [join(scratch, 'missing'), /no network namespace/],
+    [join(fx.scratch, 'missing'), /no network namespace/],
   ];
   for (const [path, why] of cases) {
     for (const verb of ['ADD', 'CHECK']) {
@@ -117,11 +103,11 @@ test('stdin past the cap is one clear error', async (t) => {
 
 test('an agent that never answers: ADD gets 11 after agentTimeoutMs, DEL is journalled', async (t) => {
   const held: Socket[] = [];
-  const path = join(scratch, 'silent.sock');
+  const path = join(fx.scratch, 'silent.sock');
   const silent = createServer((s) => void held.push(s));
   await new Promise<void>((res) => silent.listen(path, res));
   t.teardown(() => { held.forEach((s) => s.destroy()); silent.close(); });
-  const journalDir = join(scratch, 'journal-silent');
+  const journalDir = join(fx.scratch, 'journal-silent');
   const add = await execPlugin(env('ADD'), conf(path, { agentTimeoutMs: 200, journalDir }));
   t.is(add.json?.code, 11);
   t.regex(add.json.details, /no answer within 200 ms/);
@@ -131,11 +117,11 @@ test('an agent that never answers: ADD gets 11 after agentTimeoutMs, DEL is jour
   t.is(entries.length, 1);
   // The relay (C) and the agent (TypeScript) name an attachment's entry alike.
   t.is(entries[0].id, journalId(entries[0].request));
-  t.deepEqual(entries[0].request, { verb: 'DEL', containerId: 'c1', netns, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'a', K8S_POD_NAME: 'b' }, network: 'n', pool: 'p' });
+  t.deepEqual(entries[0].request, { verb: 'DEL', containerId: 'c1', netns: fx.netns, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'a', K8S_POD_NAME: 'b' }, network: 'n', pool: 'p' });
 });
 
 test('an answer that is not a relay answer counts as no answer', async (t) => {
-  const path = join(scratch, 'garbage.sock');
+  const path = join(fx.scratch, 'garbage.sock');
   const bad = createServer((s) => { s.on('error', () => undefined); s.end('{"code": "zero"}'); });
   await new Promise<void>((res) => bad.listen(path, res));
   t.teardown(() => void bad.close());
