@@ -151,6 +151,8 @@ export interface ForgetResponse {
   orphaned: number;
   /** Of those, pinned: held-pinned, never expire. */
   pinned: number;
+  /** Bound leases freed instead (their hold is 0: container identities, explicit-only pools). */
+  freed?: number;
   /** True when the host's agent came back midway: the rest of its leases stay bound. */
   interrupted: boolean;
 }

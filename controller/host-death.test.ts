@@ -67,14 +67,16 @@ test('a dead host\'s bound lease becomes held for the pool hold, with an orphane
 });
 
 test('property: orphaning keeps pins, never touches other hosts\' or unbound leases', (t) => {
-  fc.assert(fc.property(fc.boolean(), fc.constantFrom('h1', 'h2'), fc.boolean(), fc.integer({ min: 0, max: 86_400 }), (pinned, host, held, hold) => {
+  fc.assert(fc.property(fc.boolean(), fc.constantFrom('h1', 'h2'), fc.boolean(), fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 86_400 })), (pinned, host, held, hold) => {
     let l: Lease = { ...boundLease({ host }), pinned };
     if (held) { l = { ...l, state: 'held', lastBinding: l.binding }; delete l.binding; }
     const d = orphanLease(l, 'h1', hold, T0, 'operator', 'forgotten');
     if (held || host !== 'h1') return d === null;
+    // A hold of 0 frees an unpinned address, as the container's own release would.
+    if (hold === 0 && !pinned) return d !== null && d.next === null && d.frees === true && d.event?.kind === 'orphaned' && d.event.newState === 'free';
     if (!d || d.next?.state !== 'held' || d.next.pinned !== pinned || d.next.binding !== undefined) return false;
     // pinned: held forever; unpinned: expires exactly when the hold lapses
-    return pinned ? d.next.heldUntil === undefined && !isExpired(d.next, T0 + 1e12) : isExpired(d.next, T0 + hold * 1000) && (hold === 0 || !isExpired(d.next, T0 + hold * 1000 - 1));
+    return pinned ? d.next.heldUntil === undefined && !isExpired(d.next, T0 + 1e12) : isExpired(d.next, T0 + hold * 1000) && !isExpired(d.next, T0 + hold * 1000 - 1);
   }));
   t.pass();
 });

@@ -69,6 +69,7 @@ export function orphanLease(cur: Lease | LeaseView, host: string, holdSeconds: n
   if (cur.state !== 'bound' || cur.binding?.host !== host) return null;
   const { revision: _drop, ...lease } = cur as LeaseView; // the fencing token is never stored
   const d = decideRelease(lease, lease.binding!.containerId, holdSeconds, nowMs);
-  if (!d.next || !d.event) return null;
-  return { next: d.next, event: { ...d.event, kind: 'orphaned', actor, reason } };
+  if ((!d.next && !d.frees) || !d.event) return null;
+  // A hold of 0 (a container identity, an explicit-only pool) frees the address, as its release would.
+  return { next: d.next, ...(d.frees ? { frees: true } : {}), event: { ...d.event, kind: 'orphaned', actor, reason } };
 }

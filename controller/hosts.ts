@@ -21,8 +21,8 @@ import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
 import { DEFAULT_HOLD_SECONDS, type Host, type Lease, type LeaseView } from '../common/records';
 import { orphanLease } from './host-death';
-import type { Decision } from './lease-rules';
-import { commitIf, putEvent, putLease, readKey, type Compare } from './txn';
+import { holdSecondsFor, type Decision } from './lease-rules';
+import { commitIf, readKey, releaseOps, type Compare } from './txn';
 import type { ClusterView } from './view';
 
 const BATCH = 32;
@@ -103,15 +103,19 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
   for (const leases of d.view.leases.values()) {
     for (const l of leases.values()) if (l.state === 'bound' && l.binding?.host === host) bound.push(l);
   }
-  const out: ForgetResponse = { host, orphaned: 0, pinned: 0, interrupted: false };
-  const decide = (l: LeaseView): Decision | null => orphanLease(l, host, holdOf(d, l.pool), d.now(), dead.by, reason);
-  const count = (l: Lease) => { out.orphaned++; if (l.pinned) out.pinned++; };
+  const out: ForgetResponse = { host, orphaned: 0, pinned: 0, freed: 0, interrupted: false };
+  const decide = (l: LeaseView): Decision | null => orphanLease(l, host, holdOf(d, l), d.now(), dead.by, reason);
+  const count = (l: Lease, dec: Decision) => {
+    if (dec.frees) { out.freed = (out.freed ?? 0) + 1; return; }
+    out.orphaned++;
+    if (l.pinned) out.pinned++;
+  };
   for (let i = 0; i < bound.length && !out.interrupted; i += BATCH) {
     const batch = bound.slice(i, i + BATCH).map((l) => ({ l, dec: decide(l) })).filter((x) => x.dec !== null);
     if (batch.length === 0) continue;
     const compares: Compare[] = [[keys.host(host), 'Mod', markRev], ...batch.map(({ l }): Compare => [keys.lease(l.pool, l.ip), 'Mod', l.revision])];
-    const ops = batch.flatMap(({ dec }) => [putLease(d.etcd, dec!.next!), putEvent(d.etcd, dec!.event!)]);
-    if ((await commitIf(d.etcd, compares, ops)) !== null) { for (const { dec } of batch) count(dec!.next!); continue; }
+    const ops = batch.flatMap(({ l, dec }) => releaseOps(d.etcd, l, dec!));
+    if ((await commitIf(d.etcd, compares, ops)) !== null) { for (const { l, dec } of batch) count(l, dec!); continue; }
     // Something in the batch moved on (a release, a rebind): one by one, from fresh reads.
     for (const { l } of batch) {
       const fresh = await readKey<Lease>(d.etcd, keys.lease(l.pool, l.ip));
@@ -119,8 +123,8 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
       const dec = decide({ ...fresh.value, revision: fresh.mod });
       if (!dec) continue;
       const rev = await commitIf(d.etcd, [[keys.host(host), 'Mod', markRev], [keys.lease(l.pool, l.ip), 'Mod', fresh.mod]],
-        [putLease(d.etcd, dec.next!), putEvent(d.etcd, dec.event!)]);
-      if (rev !== null) count(dec.next!);
+        releaseOps(d.etcd, fresh.value, dec));
+      if (rev !== null) count(fresh.value, dec);
       else if ((await readKey<Host>(d.etcd, keys.host(host))).mod !== markRev) { out.interrupted = true; break; }
     }
   }
@@ -133,6 +137,8 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
   return out;
 }
 
-function holdOf(d: HostsDeps, pool: string): number {
-  return d.view.pools.get(pool)?.value.holdSeconds ?? DEFAULT_HOLD_SECONDS;
+/** The hold a release of l would get: by the pool's hold and policy and l's identity source. */
+function holdOf(d: HostsDeps, l: Lease): number {
+  const pool = d.view.pools.get(l.pool)?.value;
+  return pool ? holdSecondsFor(pool, l) : DEFAULT_HOLD_SECONDS;
 }

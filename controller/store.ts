@@ -24,7 +24,7 @@ import { Backoff } from './backoff';
 import { NAME_RE as CNI_NAME_RE } from '../common/cni-config';
 import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, event, holdSecondsFor, newLease, type Decision, type HostStatus } from './lease-rules';
 import { checkPoolFits, poolFromRequest, updatedPool } from './pool-rules';
-import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
+import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, releaseOps, type Compare } from './txn';
 import type { ClusterView } from './view';
 
 /**
@@ -311,10 +311,7 @@ export class LeaseStore {
 
   /** A held lease is written back; a freed one goes with its identity key, as the expirer frees it. */
   private commitRelease(cur: LeaseView, d: Decision): Promise<bigint | null> {
-    const ops = d.frees
-      ? [del(this.etcd, keys.lease(cur.pool, cur.ip)), del(this.etcd, keys.identity(cur.pool, cur.identity)), putEvent(this.etcd, d.event!)]
-      : [putLease(this.etcd, d.next as Lease), putEvent(this.etcd, d.event!)];
-    return commitIf(this.etcd, [[keys.lease(cur.pool, cur.ip), 'Mod', cur.revision]], ops);
+    return commitIf(this.etcd, [[keys.lease(cur.pool, cur.ip), 'Mod', cur.revision]], releaseOps(this.etcd, cur, d));
   }
 
   /** What a release answers: the held lease, or for a freed one the lease as it was released (no binding, no hold). */

@@ -50,6 +50,17 @@ export function del(etcd: Etcd3, key: string): IOperation {
   return etcd.delete().key(key);
 }
 
+/**
+ * The writes of a release-like decision on `cur` (a release, a host's death):
+ * a held lease is written back; a freed one (hold 0) goes with its identity
+ * key, as the expirer frees it. Either way with its history event.
+ */
+export function releaseOps(etcd: Etcd3, cur: Lease, d: { next: Lease | null; frees?: boolean; event: LeaseEvent | null }): IOperation[] {
+  return d.frees
+    ? [del(etcd, keys.lease(cur.pool, cur.ip)), del(etcd, keys.identity(cur.pool, cur.identity)), putEvent(etcd, d.event!)]
+    : [putLease(etcd, d.next as Lease), putEvent(etcd, d.event!)];
+}
+
 /** Per etcd client, what sees every transaction's outcome and duration (controller/metrics.ts). */
 export type TxnObserver = (seconds: number, outcome: 'committed' | 'conflict' | 'error', revision: bigint | null) => void;
 export const txnObservers = new WeakMap<Etcd3, TxnObserver>();

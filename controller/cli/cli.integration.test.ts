@@ -229,11 +229,15 @@ test.serial('hosts forget refuses a live host, frees an absent one\'s leases (pi
   const web = await api.bind(POOL, { identity: 'k8s/shop/gone-web', host, containerId: 'cg1', ifName: 'eth0' });
   await api.pin(POOL, { identity: 'k8s/shop/gone-db' });
   const db = await api.bind(POOL, { identity: 'k8s/shop/gone-db', host, containerId: 'cg2', ifName: 'eth0' });
-  t.regex(await ok(t, ['hosts', 'ls']), /node-gone .* 2 .* alive\n/);
+  // A container identity has no hold: its address is freed, not held, as its own release would.
+  const anon = await api.bind(POOL, { identity: 'container/cg3', source: 'container', host, containerId: 'cg3', ifName: 'eth0' });
+  t.regex(await ok(t, ['hosts', 'ls']), /node-gone .* 3 .* alive\n/);
   t.regex(await fails(t, ['hosts', 'forget', host], 4), /^berthctl: host is alive: node-gone: .*--force/);
   await alive.revoke();
   t.regex(await ok(t, ['hosts', 'ls']), /node-gone .* absent/);
-  t.is(await ok(t, ['hosts', 'forget', host]), 'forgot host node-gone: 2 bound lease(s) now held (1 pinned, kept pinned); their identities can bind on another host\n');
+  t.is(await ok(t, ['hosts', 'forget', host]), 'forgot host node-gone: 2 bound lease(s) now held (1 pinned, kept pinned), 1 freed (no hold); their identities can bind on another host\n');
+  t.is(await fails(t, ['leases', 'show', anon.lease.ip], 3), `berthctl: no such lease: ${anon.lease.ip}`);
+  t.regex(await ok(t, ['leases', 'history', anon.lease.ip]), /\n\S+\s+orphaned\s.*bound->free\s+operator\n$/);
   t.like(await api.lease(web.lease.ip), { state: 'held', pinned: false });
   const pinned = await api.lease(db.lease.ip);
   t.like(pinned, { state: 'held', pinned: true });

@@ -209,7 +209,7 @@ export function statusText(s: ClusterStatus, now: number): string {
 }
 
 export function forgetLine(r: ForgetResponse): string {
-  const freed = `${r.orphaned} bound lease(s) now held${r.pinned ? ` (${r.pinned} pinned, kept pinned)` : ''}`;
+  const freed = `${r.orphaned} bound lease(s) now held${r.pinned ? ` (${r.pinned} pinned, kept pinned)` : ''}${r.freed ? `, ${r.freed} freed (no hold)` : ''}`;
   return r.interrupted
     ? `host ${r.host}: its agent came back midway; ${freed}, the rest stay bound to it\n`
     : `forgot host ${r.host}: ${freed}; their identities can bind on another host\n`;
