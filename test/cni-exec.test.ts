@@ -244,6 +244,8 @@ test('agent down: ADD/CHECK/GC answer 11, STATUS 50, DEL journals and succeeds',
 
   const add = await execPlugin(attachEnv('ADD'), c('1.0.0'));
   t.is(add.json?.code, 11, add.stdout);
+  // What kubelet logs (via containerd) names the cause: the agent, unavailable, and where it was looked for.
+  t.is(add.json?.details, `TryAgainLater: agent unavailable at ${gone}: ENOENT`);
   const check = await execPlugin(attachEnv('CHECK'), c('1.0.0', { prevResult: toVersion(canned, '1.0.0') }));
   t.is(check.json?.code, 11);
   const gc = await execPlugin({ CNI_COMMAND: 'GC' }, c('1.1.0', { 'cni.dev/valid-attachments': [] }));

@@ -130,7 +130,7 @@ static int agent_down(const struct relay_conf *c, const char *cmd, const char *w
     snprintf(d, sizeof(d), "agent: %s; journal: %s", why, jwhy);
     return fail(c->version, 11, "TryAgainLater", "try again later", d);
   }
-  snprintf(d, sizeof(d), "agent %s: %s", c->socket, why);
+  snprintf(d, sizeof(d), "agent unavailable at %s: %s", c->socket, why);
   if (strcmp(cmd, "STATUS") == 0) return fail(c->version, 50, "PluginNotAvailable", "plugin not available", d);
   return fail(c->version, 11, "TryAgainLater", "try again later", d);
 }
