@@ -110,6 +110,11 @@ function replaceIfDifferent(path: string, data: Buffer, mode: number): boolean {
     /* absent: write it */
   }
   const dir = join(path, '..');
+  // The temp file must live in the target's own directory, not only for
+  // rename(2) to be atomic: containerd 1.6 reloads its CNI conf dir on
+  // fsnotify events but skips CREATE, which is all a file renamed in from
+  // elsewhere produces (IN_MOVED_TO); a rename inside the dir also yields a
+  // RENAME of the temp name, which triggers the reload (test/cri-containerd.test.ts).
   const tmp = join(dir, `.${PLUGIN_NAME}-install-${process.pid}.tmp`);
   try {
     const fd = openSync(tmp, 'w', mode);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for Berth: etcd, iproute2, the
 # reference CNI plugins (chaining tests and benchmarks), nftables (the agent's
-# egress and isolation tables), python3 (isolation tests), then npm packages,
+# egress and isolation tables), python3 (isolation tests), containerd and runc
+# (the CRI e2e), then npm packages,
 # then builds. Idempotent: each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The isolation tests forge packets (raw and AF_PACKET sockets) with python3.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# The CRI e2e (test/cri-containerd.test.ts) drives containerd 1.6 and runc; nsenter is util-linux.
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -f /usr/lib/x86_64-linux-gnu/libjansson.a ] || [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libjansson.a" ] || need+=(libjansson-dev)
 if [ "${BERTH_WITH_BENCH_TOOLS:-0}" = 1 ]; then
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)

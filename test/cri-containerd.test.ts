@@ -214,7 +214,10 @@ test.serial('a port mapping reaches the pod through chained portmap, from anothe
   // The echo server answers with the peer it saw: the client's own underlay address (DNAT, no SNAT).
   const seen = await eventually(() => tcpProbe(n2.h.sim, n1.h.sim.underlayIp, 30080), { what: `${n1.h.sim.underlayIp}:30080 from ${n2.h.name}` });
   t.is(seen, n2.h.sim.underlayIp);
+  const dnat = () => nsExec(n1.h.sim, 'iptables-save', '-t', 'nat').split('\n').filter((l) => l.startsWith(':CNI-DN-'));
+  t.is(dnat().length, 1, 'portmap\'s per-sandbox DNAT chain');
   await remove(n1, s.id);
+  t.deepEqual(dnat(), [], 'portmap\'s DEL removed its chain');
   t.throws(() => tcpProbe(n2.h.sim, n1.h.sim.underlayIp, 30080), undefined, 'the mapping is gone with the sandbox');
 });
 
