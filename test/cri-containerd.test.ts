@@ -289,6 +289,7 @@ test.serial('what containerd sent: ADD with the pod\'s CNI_ARGS, DEL at Stop wit
 test.serial('teardown leaves no pod netns, shim or pause process behind', async (t) => {
   const paths = nodes.flatMap((n) => n.cd.netnsPaths());
   t.true(paths.length > 0);
+  for (const n of nodes) t.deepEqual(await n.cd.cri.listPodSandbox(), [], `${n.h.name}: every test removed its sandboxes`);
   await Promise.all(nodes.map((n) => n.cd.stop()));
   t.deepEqual(paths.filter((p) => fs.existsSync(p)), []);
   t.deepEqual([...cniNetns()].filter((x) => !netnsBefore.has(x)), []);

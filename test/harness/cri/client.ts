@@ -33,13 +33,13 @@ export interface PodSandboxStatus {
 export interface RuntimeCondition { type: string; status: boolean; reason: string; message: string }
 
 export class CriError extends Error {
-  constructor(readonly method: string, readonly code: grpc.status, readonly details: string) {
-    super(`${method}: rpc error: code = ${grpc.status[code]} desc = ${details}`);
-  }
+  /** What kubelet logs for this failure: grpc-go's text of the status. */
+  readonly line: string;
 
-  /** What kubelet logs for this failure (kuberuntime wraps the gRPC status this way). */
-  get line(): string {
-    return `rpc error: code = ${codeName(this.code)} desc = ${this.details}`;
+  constructor(readonly method: string, readonly code: grpc.status, readonly details: string) {
+    const line = `rpc error: code = ${codeName(code)} desc = ${details}`;
+    super(`${method}: ${line}`);
+    this.line = line;
   }
 }
 
