@@ -36,6 +36,7 @@ import { firewallWant, withAdmitted } from './firewall';
 import { FirewallLoop, type FirewallPass } from './firewall-loop';
 import { FastPath } from './kernel/fastpath';
 import { FirewallSync } from './kernel/firewall';
+import { NftSetSocket } from './kernel/nft-setelem';
 import { startJournalReplay, type JournalReplayer } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { AgentMetrics } from './metrics';
@@ -124,6 +125,7 @@ export class Agent {
   private stopping = false;
   private fastPath?: FastPath;
   private firewall?: FirewallLoop;
+  private nftSet?: NftSetSocket;
   /**
    * Pods an ADD let through the source check before the watch shows their
    * lease bound here (host veth -> leased address). Without them, a new
@@ -160,7 +162,8 @@ export class Agent {
     }
     const fast = this.fastPath;
     const withdrawer = new Withdrawer();
-    const sync = new FirewallSync();
+    this.nftSet = new NftSetSocket();
+    const sync = new FirewallSync(undefined, this.nftSet.apply);
     let kicked = false;
     this.firewall = new FirewallLoop((w, v) => sync.sync(w, v), this.log.child({ component: 'firewall' }));
     this.reconciler = new Reconciler({
@@ -313,6 +316,7 @@ export class Agent {
     await drainReaping(); // veths DEL retired: finish deleting them
     await this.reconciler?.stop();
     await this.firewall?.stop();
+    this.nftSet?.close();
     await this.source?.close();
     await this.registration?.stop({ revoke: o.revoke });
     this.controller?.close();

@@ -10,8 +10,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createRtNetlink, type RtNetlinkSocket } from 'netlink';
+import { RawNetlinkSocket, createRtNetlink, type RtNetlinkSocket } from 'netlink';
 import { BerthError } from '../../common/errors';
+import { NETLINK_NETFILTER } from '../nft-setelem';
 
 interface Addon {
   /** fd of a network namespace file; never blocks; throws code ENOENT or ENOTNETNS (berth_netns.c). */
@@ -183,6 +184,11 @@ export function writeSysctl(nsPath: string | undefined, key: string, value: stri
   const write = () => fs.writeFileSync(`/proc/sys/${key}`, value);
   if (nsPath === undefined) write();
   else enterSync(nsPath, write);
+}
+
+/** Opens a NETLINK_NETFILTER socket that lives (for good) in nsPath's namespace. */
+export function openNetfilterSocketIn(nsPath: string): RawNetlinkSocket {
+  return enterSync(nsPath, () => new RawNetlinkSocket(NETLINK_NETFILTER));
 }
 
 /** Opens a socket in our own namespace (no setns involved). */
