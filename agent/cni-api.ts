@@ -24,6 +24,11 @@ export interface CniDeps {
    * socket, so a dump must not share the socket concurrent requests use.
    */
   openHostNetlink(): Netlink;
+  /**
+   * The served pool's CIDR and gateway as the agent last saw them (undefined
+   * before it knows): ADD sets the pod's route while the controller binds.
+   */
+  poolRoute?(): { cidr: string; gateway: string } | undefined;
   /** MTU for pod interfaces when the config sets none: underlay MTU - 50. */
   overlayMtu: number;
   /** Reachability of etcd, for STATUS. */

@@ -219,6 +219,10 @@ export class Agent {
       hostNetlink: (this.cniNetlink = openNetlink()),
       openHostNetlink: () => openNetlink(),
       overlayMtu: overlayMtu(this.underlay.mtu),
+      poolRoute: () => {
+        const p = this.source?.snapshot().pool;
+        return p ? { cidr: p.cidr, gateway: p.gateway } : undefined;
+      },
       etcdHealthy: async () => {
         try {
           await etcd.maintenance.status();

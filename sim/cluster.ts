@@ -215,7 +215,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       const env: NodeJS.ProcessEnv = { ...process.env, ...o.agentEnv };
       delete env.NODE_EXTRA_CA_CERTS; // ~80 ms per start, and real nodes don't have it
       const args = [
-        'netns', 'exec', h.sim.name, process.execPath, AGENT_MAIN,
+        'netns', 'exec', h.sim.name, process.execPath, ...(process.env.BERTH_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', process.env.BERTH_PROF_DIR] : []), AGENT_MAIN,
         '--etcd-endpoints', etcd!.socketEndpoint, '--controller', controllerUrl, '--host', h.name,
         '--underlay-ip', h.sim.underlayIp, '--underlay-dev', h.sim.dev, '--pool', poolName, '--socket', h.socket,
         '--journal-dir', h.journalDir, '--resync-ms', String(o.resyncMs ?? 10_000), '--host-ttl', String(o.hostTtlSeconds ?? 10),

@@ -82,11 +82,15 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
     const undo: Undo[] = [];
     try {
       const mtu = req.mtu ?? deps.overlayMtu;
+      const known = deps.poolRoute?.();
       const [bind, plug] = await Promise.allSettled([
         deps.controller.bind(req.pool, {
           identity, source, host: deps.host, containerId: req.containerId, ifName: req.ifName, network: req.network, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
         }),
-        plugVeth(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}) }),
+        plugVeth(deps.hostNetlink, {
+          containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}),
+          ...(known ? { route: { gateway: known.gateway, poolCidr: known.cidr } } : {}),
+        }),
       ]);
       if (bind.status === 'fulfilled' && bind.value.allocated) {
         // discard: the runtime never got this address, so it is freed now, not held (fenced by the controller).

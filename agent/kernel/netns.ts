@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RawNetlinkSocket, createRtNetlink, type RtNetlinkSocket } from 'netlink';
 import { BerthError } from '../../common/errors';
+import { KernelError } from './nl';
 import { NETLINK_NETFILTER } from '../nft-setelem';
 
 interface Addon {
@@ -23,6 +24,8 @@ interface Addon {
   routeSocket(): number;
   /** RTM_DELLINK by name on fd, from a libuv pool thread; closes fd. false: no such link. */
   deleteLinkOn(fd: number, name: string): Promise<boolean>;
+  /** One whole rtnetlink request on fd, from a libuv pool thread; resolves on its ACK, rejects with the errno as code; closes fd. */
+  requestOn(fd: number, message: Buffer): Promise<void>;
 }
 
 /** dist/agent/kernel/netns.js -> <repo>/agent/native/build/Release. */
@@ -172,6 +175,23 @@ export function deleteLinkOffThread(sock: RtNetlinkSocket, name: string): Promis
   const a = load();
   const fd = ns === OWN_NETNS ? a.routeSocket() : enterSync(ns, () => a.routeSocket());
   return a.deleteLinkOn(fd, name);
+}
+
+/**
+ * Sends one whole rtnetlink request (nlRequest) in the netns of `sock`
+ * from a libuv pool thread, for the same reason as deleteLinkOffThread:
+ * creating a veth pair runs for milliseconds inside sendmsg(2), and on the
+ * JS thread that would stall every concurrent CNI request. Returns
+ * undefined for a socket not opened here: the caller sends it itself.
+ */
+export function requestOffThread(sock: RtNetlinkSocket, op: string, message: Buffer): Promise<void> | undefined {
+  const ns = socketNetns.get(sock);
+  if (ns === undefined) return undefined;
+  const a = load();
+  const fd = ns === OWN_NETNS ? a.routeSocket() : enterSync(ns, () => a.routeSocket());
+  return a.requestOn(fd, message).catch((e: { code?: string; message?: string }) => {
+    throw new KernelError(e.code && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO', op);
+  });
 }
 
 /**
