@@ -179,10 +179,22 @@ export function readRequest(sock: Socket): Promise<Request | undefined> {
 /**
  * Tells a version-3 relay its request was read, before any work on it: the
  * relay's proof that this event loop runs (common/relay-protocol.ts). Every
- * server that answers relays calls this right after readRequest.
+ * server that answers relays calls this right after readRequest, and works
+ * on the request only when it resolves true.
+ *
+ * False: the relay is gone. It gave up waiting (the agent was stopped or
+ * stuck while the request sat in the socket's backlog) and has already
+ * answered the runtime alone: 11, or a journalled DEL. Doing the work now
+ * would act behind the runtime's back (an ADD the runtime counts as failed
+ * would bind and plumb, and drop the DEL journalled after it), so the
+ * request is dropped. A unix socket whose peer has closed refuses the write
+ * (EPIPE); one the relay only shut for writing, as it does while it waits,
+ * takes it.
  */
-export function acknowledge(sock: Socket, frame: Pick<RelayFrame, 'version'>): void {
-  if ((frame.version ?? 3) === 3 && !sock.destroyed) sock.write(RELAY_ACK);
+export function acknowledge(sock: Socket, frame: Pick<RelayFrame, 'version'>): Promise<boolean> {
+  if ((frame.version ?? 3) !== 3) return Promise.resolve(!sock.destroyed);
+  if (sock.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => sock.write(RELAY_ACK, (err) => resolve(!err)));
 }
 
 export async function startCniServer(socketPath: string, handler: CniHandler, log: Logger): Promise<CniServer> {
@@ -225,8 +237,11 @@ export async function startCniServer(socketPath: string, handler: CniHandler, lo
       if (!r) return;
       if (r.kind === 'line') return handleLine(r.line);
       if (r.kind === 'relay') {
-        acknowledge(sock, r.frame);
-        return handleRelay(r.frame, r.fd);
+        if (await acknowledge(sock, r.frame)) return handleRelay(r.frame, r.fd);
+        if (r.fd >= 0) closeSync(r.fd);
+        log.warn('the relay left before its request was read; dropped undone (the relay answered the runtime alone)', { verb: r.frame.env.CNI_COMMAND, containerId: r.frame.env.CNI_CONTAINERID || undefined });
+        sock.destroy();
+        return;
       }
       if (r.fd >= 0) closeSync(r.fd);
       answer(JSON.stringify(decodeError(r.why)));

@@ -65,7 +65,10 @@ export async function startFakeAgent(respond: Responder = () => ({ ok: true })):
       if (!r) return;
       let text: string;
       if (r.kind === 'relay') {
-        acknowledge(sock, r.frame);
+        if (!(await acknowledge(sock, r.frame))) {
+          if (r.fd >= 0) closeSync(r.fd);
+          return;
+        }
         if (agent.answerDelayMs > 0) await new Promise((res) => setTimeout(res, agent.answerDelayMs));
         text = JSON.stringify(await answerRelay(r.frame, r.fd, canned, log));
       }
