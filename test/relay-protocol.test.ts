@@ -6,13 +6,14 @@
  * test/agent-wedged.test.ts, with a stopped agent, where that is certain.)
  */
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentRequest } from '../common/agent-protocol';
 import { silentLogger } from '../common/log';
-import { encodeRelayFrame, RELAY_ACK, RELAY_MAGIC_V2 } from '../common/relay-protocol';
+import { DEFAULT_AGENT_ACCEPT_TIMEOUT_MS, DEFAULT_AGENT_CONNECT_TIMEOUT_MS, DEFAULT_AGENT_TIMEOUT_MS } from '../common/cni-config';
+import { encodeRelayFrame, RELAY_ACK, RELAY_MAGIC, RELAY_MAGIC_V2 } from '../common/relay-protocol';
 import { startCniServer } from '../agent/cni-server';
 
 const STATUS = { CNI_COMMAND: 'STATUS' };
@@ -51,4 +52,14 @@ test('version 2: the answer alone, as those relays expect', async (t) => {
   const got = await exchange(s.path, encodeRelayFrame(STATUS, CONF, 0, false, RELAY_MAGIC_V2));
   t.like(JSON.parse(got), { code: 0, out: '' });
   t.is(s.seen.length, 1);
+});
+
+test('the relay (cni/relay/relay.h) and the agent (common/) agree on the magic, the acknowledgement and the defaults', (t) => {
+  const h = readFileSync(join(__dirname, '../../cni/relay/relay.h'), 'utf8');
+  const define = (name: string) => /^#define \S+ (.*)$/m.exec(h.split('\n').find((l) => l.startsWith(`#define ${name} `)) ?? '')?.[1];
+  t.is(define('RELAY_MAGIC'), JSON.stringify(RELAY_MAGIC));
+  t.is(define('RELAY_ACK'), JSON.stringify(RELAY_ACK));
+  t.is(Number(define('RELAY_DEFAULT_TIMEOUT_MS')), DEFAULT_AGENT_TIMEOUT_MS);
+  t.is(Number(define('RELAY_DEFAULT_CONNECT_MS')), DEFAULT_AGENT_CONNECT_TIMEOUT_MS);
+  t.is(Number(define('RELAY_DEFAULT_ACCEPT_MS')), DEFAULT_AGENT_ACCEPT_TIMEOUT_MS);
 });
