@@ -243,7 +243,7 @@ const char *relay_exchange(const struct relay_conf *c, const char *command, cons
   free(env.p);
   if (!ok) {
     close(s);
-    if (e == ETIMEDOUT) snprintf(why, whylen, "no acknowledgement within %ld ms (the agent read nothing)", c->accept_ms);
+    if (e == ETIMEDOUT) snprintf(why, whylen, "no acknowledgement within %ld ms (the agent stopped reading)", c->accept_ms);
     else snprintf(why, whylen, "send: %s", ename(e));
     return why;
   }
