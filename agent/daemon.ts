@@ -232,6 +232,10 @@ export class Agent {
         }
       },
       markDirty: () => this.reconciler?.markDirty('cni'),
+      watchedLeases: () => {
+        const s = this.source?.snapshot();
+        return s && { leases: s.leases, revision: s.revision };
+      },
       journalDir: o.journalDir,
       ...(this.fastPath ? { fastPath: this.fastPath } : {}),
       ...(o.isolation !== false ? { podFirewall: { admit: (veth: string, ip: string) => this.admit(veth, ip), forget: (veth: string) => { this.admitted.delete(veth); } } } : {}),

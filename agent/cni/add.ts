@@ -72,6 +72,8 @@ function checkNetns(netns: string): void {
 export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
   const { deps } = ctx;
   checkPool(req.pool, deps.pool);
+  // Whatever this ADD comes to, a later DEL of the attachment asks the controller (cni/local-del.ts).
+  ctx.released.forget(req);
   const { identity, source } = identityFor(req.args, req.containerId, deps.host);
   if (req.ips && req.ips.length > 1) {
     throw new BerthError('InvalidRequest', `ips: ${req.ips.join(',')}`, 'berth assigns one address per attachment');
