@@ -8,7 +8,7 @@ import { BerthError } from '../../common/errors';
 import { GATEWAY_MAC } from '../desired';
 import {
   AF_INET, CREATE_EXCL, REPLACE, VXLAN, cidr4, ip4, ip4text, isErrno, linkinfo, mac, mactext, nl, nlGone,
-  parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWLINK, RTM_SETLINK } from './nl';
+  parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWLINK, RTM_SETLINK, SKIP_STATS } from './nl';
 import { requestOffThread } from './netns';
 
 export interface LinkInfo {
@@ -38,12 +38,12 @@ function toInfo(m: rt.LinkMessage): LinkInfo {
 }
 
 export async function listLinks(sock: Netlink): Promise<LinkInfo[]> {
-  return (await dump(sock, 'list links', () => sock.getLinks())).map(toInfo);
+  return (await dump(sock, 'list links', () => sock.getLinks({}, { extMask: SKIP_STATS }))).map(toInfo);
 }
 
 export async function getLink(sock: Netlink, name: string): Promise<LinkInfo | undefined> {
   try {
-    const [m] = await nl(`get link ${name}`, sock.getLink({}, { ifname: name }));
+    const [m] = await nl(`get link ${name}`, sock.getLink({}, { ifname: name, extMask: SKIP_STATS }));
     return m && toInfo(m);
   } catch (e) {
     if (isErrno(e, 'ENODEV', 'ENOENT')) return undefined;
