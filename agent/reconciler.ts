@@ -101,6 +101,8 @@ export class Reconciler {
   private running = false;
   /** True from the moment a pass reads its input until it completes. */
   private inPass = false;
+  /** ensureDevices ran and no pass failed since: event passes skip it. */
+  private devicesChecked = false;
   private stopped = true;
   private scheduled: NodeJS.Immediate | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -157,7 +159,10 @@ export class Reconciler {
         const why = this.dirty;
         this.dirty = null;
         const r = await this.pass(why);
-        if (r.failed > 0) this.retrySoon();
+        if (r.failed > 0) {
+          this.devicesChecked = false;
+          this.retrySoon();
+        }
       }
     } finally {
       this.running = false;
@@ -185,7 +190,15 @@ export class Reconciler {
     try {
       const desired = this.o.desired();
       if (desired) {
-        if (desired.devices) await ensureDevices(this.o.netlink, desired.devices);
+        // The devices are checked on start, resync and retry passes (a device
+        // deleted behind our back makes an event pass fail, and its retry
+        // repairs it): an event pass after every CNI ADD need not look them
+        // up again, and under a burst of ADDs each lookup waits for the
+        // kernel's RTNL behind the veths being created.
+        if (desired.devices && (VERIFYING_PASSES.has(why) || !this.devicesChecked)) {
+          await ensureDevices(this.o.netlink, desired.devices);
+          this.devicesChecked = true;
+        }
         const actual = await this.kernel.observe(this.o.netlink);
         plan = planChanges(desired, actual);
         const res = await this.kernel.apply(this.o.netlink, plan);
