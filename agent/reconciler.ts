@@ -52,6 +52,13 @@ export interface ReconcilerOptions {
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
   /** Told every completed pass (agent/metrics.ts). */
   onPass?: (r: PassResult) => void;
+  /**
+   * Lets work in progress finish before an event pass starts (CNI requests:
+   * a pass in the middle of an ADD delays its answer, and the next request's
+   * pass catches up with both). Bounded by the caller; start, resync and
+   * retry passes never wait.
+   */
+  yieldTo?: () => Promise<void>;
 }
 
 /**
@@ -156,6 +163,8 @@ export class Reconciler {
     this.idle = new Promise((r) => (done = r));
     try {
       while (this.dirty !== null && !this.stopped) {
+        if (this.o.yieldTo && !VERIFYING_PASSES.has(this.dirty)) await this.o.yieldTo();
+        if (this.dirty === null || this.stopped) break;
         const why = this.dirty;
         this.dirty = null;
         const r = await this.pass(why);
