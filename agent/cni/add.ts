@@ -27,6 +27,7 @@ import { parseCidr } from '../../common/cidr';
 import { BerthError, castError } from '../../common/errors';
 import { identityFor } from '../identity';
 import { addressPod, detachPod, plugVeth } from '../kernel/pod';
+import { getLink } from '../kernel/links';
 import { isOwnNetns, openNetnsFd } from '../kernel/netns';
 import { closeSync } from 'node:fs';
 import { dropSupersededDel } from './journal';
@@ -109,7 +110,10 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const bound = bind.value;
       const ip = bound.lease.ip;
       const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway, poolCidr: parseCidr(`${ip}/${bound.prefix}`).cidr });
-      fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
+      if (deps.fastPath) {
+        const hostIndex = plug.value.hostIndex ?? (await getLink(deps.hostNetlink, plug.value.hostVeth))?.index;
+        if (hostIndex !== undefined) fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, hostIndex));
+      }
       undo.push({ what: 'fast path', run: async () => fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(plug.value.hostVeth)) });
       // The source check must know the pod before the runtime starts its workload, or its first packets drop.
       undo.push({ what: 'firewall', run: async () => deps.podFirewall?.forget(plug.value.hostVeth) });

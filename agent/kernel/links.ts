@@ -187,6 +187,8 @@ export interface VethSpec {
   peerNetnsFd: number;
   mtu: number;
   peerMac?: string;
+  /** The host side's MAC (default: the kernel picks one). */
+  hostMac?: string;
   /** Host side joins this bridge at birth. */
   master?: number;
   /** The host side comes up at birth (the peer cannot: see vethPeer). */
@@ -199,11 +201,18 @@ export interface VethSpec {
  * with a temporary name. Returns the host side.
  */
 export async function createVeth(sock: Netlink, v: VethSpec): Promise<LinkInfo> {
+  await createVethPair(sock, v);
+  return mustGetLink(sock, v.hostName);
+}
+
+/** createVeth without reading the new link back (the caller knows what it needs: name, MAC). */
+export async function createVethPair(sock: Netlink, v: VethSpec): Promise<void> {
   const op = `create veth ${v.hostName}`;
   const data: rt.Link = v.up ? { flags: { up: true }, change: { up: true } } : {};
   const attrs = {
     ifname: v.hostName,
     mtu: v.mtu,
+    ...(v.hostMac !== undefined ? { address: mac(v.hostMac) } : {}),
     ...(v.master !== undefined ? { master: v.master } : {}),
     linkinfo: linkinfo('veth', vethPeer({ ifname: v.peerName, netnsFd: v.peerNetnsFd, mtu: v.mtu, mac: v.peerMac })),
   };
@@ -211,7 +220,6 @@ export async function createVeth(sock: Netlink, v: VethSpec): Promise<LinkInfo> 
   // the pair and moves the peer inside sendmsg(2), milliseconds of it.
   const off = requestOffThread(sock, op, linkRequest(RTM_NEWLINK, data, attrs, CREATE_EXCL.flags));
   await (off ?? nl(op, sock.newLink(data, attrs, CREATE_EXCL)));
-  return mustGetLink(sock, v.hostName);
 }
 
 /** setUp, with the request sent from a pool thread when the socket's netns is known (requestOffThread). */

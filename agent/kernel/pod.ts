@@ -23,13 +23,13 @@
  * the agent never finishes (it died) ends with the pod's netns, which takes
  * the pair with it.
  */
-import { BRIDGE_NAME } from '../desired';
+import { BRIDGE_NAME, hostVethMacFor } from '../desired';
 import { BerthError } from '../../common/errors';
-import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, setUpOffThread, vethNameFor, type LinkInfo } from './links';
+import { deleteLink, createVethPair, ensureAddress, getLink, setLinkAttrs, setUp, setUpOffThread, vethNameFor } from './links';
 import { deleteLinkOffThread, netnsOf, openNetnsFd, requestOffThread, withNetns } from './netns';
 import type { Netlink } from './nl';
 import { RTM_SETLINK, SKIP_STATS, linkRequest, nlGone } from './nl';
-import { deleteNeigh, deleteRoute, listRoutes, replaceRoute, type LinkIndex } from './routes';
+import { defaultRouteElsewhere, deleteNeigh, deleteRoute, replaceRoute, type LinkIndex } from './routes';
 import * as fs from 'node:fs';
 import type { rt } from 'netlink';
 
@@ -58,7 +58,8 @@ export interface AttachSpec extends PlugSpec {
 export interface Plugged {
   spec: PlugSpec;
   hostVeth: string;
-  hostIndex: number;
+  /** The host veth's ifindex, when this plug read it (a kept pair); else getLink it. */
+  hostIndex?: number;
   hostMac: string;
   bridgeIndex: number;
   /** True when an intact pair from an earlier ADD was kept. */
@@ -174,10 +175,10 @@ export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
   // Start over; deleting the host side removes the pod side too.
   await deleteVeth(host, hostVeth);
   const fd = openNetnsFd(s.netns);
-  let hv: LinkInfo;
+  const hostMac = hostVethMacFor(hostVeth);
   try {
-    hv = await createVeth(host, {
-      hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac, master: bridge.index, up: true,
+    await createVethPair(host, {
+      hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac, hostMac, master: bridge.index, up: true,
     });
   } finally {
     fs.closeSync(fd);
@@ -191,7 +192,7 @@ export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
       const dst = await podRoute(pod, eth.index, s.ifName, s.route);
       return { dst, gateway: s.route.gateway };
     });
-    return { spec: s, hostVeth, hostIndex: hv.index, hostMac: hv.mac!, bridgeIndex: bridge.index, reused: false, ...(routed ? { routed } : {}) };
+    return { spec: s, hostVeth, hostMac, bridgeIndex: bridge.index, reused: false, ...(routed ? { routed } : {}) };
   } catch (e) {
     await deleteVeth(host, hostVeth).catch(() => undefined);
     throw e;
@@ -263,8 +264,7 @@ export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gat
  * interface of the pod has it (then just the pool's CIDR); returns its dst.
  */
 async function podRoute(pod: Netlink, index: number, ifName: string, r: { gateway: string; poolCidr?: string }): Promise<string> {
-  const defaultElsewhere = r.poolCidr !== undefined
-    && (await listRoutes(pod, { protocol: 'any' })).some((x) => x.dst === '0.0.0.0/0' && x.dev !== ifName);
+  const defaultElsewhere = r.poolCidr !== undefined && await defaultRouteElsewhere(pod, index);
   const dst = defaultElsewhere ? r.poolCidr! : '0.0.0.0/0';
   const links: LinkIndex = new Map([[ifName, index]]);
   await replaceRoute(pod, links, { dst, dev: ifName, via: r.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });

@@ -93,6 +93,17 @@ export async function listRoutes(sock: Netlink, o: { protocol?: number | 'any'; 
   return out;
 }
 
+/**
+ * Whether the main table has an IPv4 default route out of a device other
+ * than ifindex `index`. A route dump alone: unlike listRoutes, no link dump
+ * to name the devices (ADD asks this inside a fresh pod netns).
+ */
+export async function defaultRouteElsewhere(sock: Netlink, index: number): Promise<boolean> {
+  const all = await dump(sock, 'list routes', () => sock.getRoutes({ family: AF_INET }));
+  return all.some(({ data, attrs }) => data.family === AF_INET && (attrs.table ?? data.table) === RT_TABLE_MAIN
+    && (data.dstLen ?? 0) === 0 && attrs.oif !== undefined && attrs.oif !== index);
+}
+
 // --- neighbours (ARP) ---------------------------------------------------------------
 
 const NUD_PERMANENT = { permanent: true as const };
