@@ -8,6 +8,7 @@
 import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
 import type { ControllerClient } from '../common/controller-client';
 import type { Logger } from '../common/log';
+import type { LeaseView } from '../common/records';
 import type { Netlink } from './kernel/nl';
 
 export interface CniDeps {
@@ -24,6 +25,11 @@ export interface CniDeps {
    * socket, so a dump must not share the socket concurrent requests use.
    */
   openHostNetlink(): Netlink;
+  /**
+   * The served pool's CIDR and gateway as the agent last saw them (undefined
+   * before it knows): ADD sets the pod's route while the controller binds.
+   */
+  poolRoute?(): { cidr: string; gateway: string } | undefined;
   /** MTU for pod interfaces when the config sets none: underlay MTU - 50. */
   overlayMtu: number;
   /** Reachability of etcd, for STATUS. */
@@ -34,6 +40,12 @@ export interface CniDeps {
   journalDir: string;
   /** The fast path's per-pod hooks, when it runs (agent --fast-path). */
   fastPath?: PodFastPath;
+  /**
+   * This pool's leases as the agent's watch shows them, and the etcd revision
+   * it reached (0n while it has not listed). Without it, every DEL asks the
+   * controller (agent/cni/local-del.ts).
+   */
+  watchedLeases?(): { leases: LeaseView[]; revision: bigint } | undefined;
   /** The source check's per-pod hooks, when isolation is on (docs/dataplane.md "Isolation"). */
   podFirewall?: PodFirewall;
   log: Logger;

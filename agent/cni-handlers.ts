@@ -18,6 +18,7 @@ import { gc } from './cni/gc';
 import { stillPending } from './cni/journal';
 import { attachmentKey, KeyedMutex, type Ctx } from './cni/shared';
 import { status } from './cni/status';
+import { ReleasedAttachments } from './cni/local-del';
 
 /** Replays one journalled DEL unless an ADD superseded it; see agent/journal-replay.ts. */
 export type ReplayDel = (dir: string, entry: DelJournalEntry) => Promise<AgentResponse | 'superseded'>;
@@ -37,7 +38,7 @@ function failure(e: unknown, deps: CniDeps, req: AgentRequest): AgentResponse {
 }
 
 export function createCniHandler(deps: CniDeps): CniHandler {
-  const ctx: Ctx = { deps, locks: new KeyedMutex() };
+  const ctx: Ctx = { deps, locks: new KeyedMutex(), released: new ReleasedAttachments() };
 
   const run = async (req: AgentRequest): Promise<AgentResponse> => {
     switch (req.verb) {

@@ -13,7 +13,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { AgentRequest, AgentResponse, AgentVerb } from '../common/agent-protocol';
 import { BerthError, castError } from '../common/errors';
-import { MAX_RELAY_HEADER, parseEnvBlock, parseRelayHeader, RELAY_MAGIC, type RelayFrame, type RelayHeader } from '../common/relay-protocol';
+import { isRelayStart, MAX_RELAY_HEADER, parseEnvBlock, parseRelayHeader, RELAY_ACK, RELAY_MAGIC, type RelayFrame, type RelayHeader } from '../common/relay-protocol';
 import { answerRelay } from './cni-relay';
 import { ADDON_PATH } from './kernel/netns';
 import type { Logger } from '../common/log';
@@ -111,7 +111,7 @@ export function readRequest(sock: Socket): Promise<Request | undefined> {
       chunks.push(buf);
       if (size === 0 && ended) return done({ kind: 'bad', why: 'request: connection closed before a full line', fd });
       if (buf.length < RELAY_MAGIC.length + 1 && !ended && buf[0] === 0x42) return;
-      if (buf.subarray(0, RELAY_MAGIC.length + 1).toString('latin1') !== `${RELAY_MAGIC} `) {
+      if (!isRelayStart(buf)) {
         const nl = buf.indexOf(0x0a);
         if (nl >= 0) return done({ kind: 'line', line: buf.subarray(0, nl).toString('utf8') });
         if (size > MAX_REQUEST_BYTES) return done({ kind: 'bad', why: `request larger than ${MAX_REQUEST_BYTES} bytes`, fd });
@@ -139,7 +139,7 @@ export function readRequest(sock: Socket): Promise<Request | undefined> {
           closeSync(fd);
           fd = -1;
         }
-        return done({ kind: 'relay', frame: { env, stdin, hasFd: h.hasFd, nsErrno: h.nsErrno }, fd });
+        return done({ kind: 'relay', frame: { env, stdin, hasFd: h.hasFd, nsErrno: h.nsErrno, version: h.version }, fd });
       }
       if (ended) return done({ kind: 'bad', why: `relay request: connection closed after ${buf.length} of ${need} bytes`, fd });
     };
@@ -174,6 +174,27 @@ export function readRequest(sock: Socket): Promise<Request | undefined> {
       },
     );
   });
+}
+
+/**
+ * Tells a version-3 relay its request was read, before any work on it: the
+ * relay's proof that this event loop runs (common/relay-protocol.ts). Every
+ * server that answers relays calls this right after readRequest, and works
+ * on the request only when it resolves true.
+ *
+ * False: the relay is gone. It gave up waiting (the agent was stopped or
+ * stuck while the request sat in the socket's backlog) and has already
+ * answered the runtime alone: 11, or a journalled DEL. Doing the work now
+ * would act behind the runtime's back (an ADD the runtime counts as failed
+ * would bind and plumb, and drop the DEL journalled after it), so the
+ * request is dropped. A unix socket whose peer has closed refuses the write
+ * (EPIPE); one the relay only shut for writing, as it does while it waits,
+ * takes it.
+ */
+export function acknowledge(sock: Socket, frame: Pick<RelayFrame, 'version'>): Promise<boolean> {
+  if ((frame.version ?? 3) !== 3) return Promise.resolve(!sock.destroyed);
+  if (sock.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => sock.write(RELAY_ACK, (err) => resolve(!err)));
 }
 
 export async function startCniServer(socketPath: string, handler: CniHandler, log: Logger): Promise<CniServer> {
@@ -215,7 +236,13 @@ export async function startCniServer(socketPath: string, handler: CniHandler, lo
     const p = readRequest(sock).then(async (r) => {
       if (!r) return;
       if (r.kind === 'line') return handleLine(r.line);
-      if (r.kind === 'relay') return handleRelay(r.frame, r.fd);
+      if (r.kind === 'relay') {
+        if (await acknowledge(sock, r.frame)) return handleRelay(r.frame, r.fd);
+        if (r.fd >= 0) closeSync(r.fd);
+        log.warn('the relay left before its request was read; dropped undone (the relay answered the runtime alone)', { verb: r.frame.env.CNI_COMMAND, containerId: r.frame.env.CNI_CONTAINERID || undefined });
+        sock.destroy();
+        return;
+      }
       if (r.fd >= 0) closeSync(r.fd);
       answer(JSON.stringify(decodeError(r.why)));
     }).catch((e: unknown) => {

@@ -36,6 +36,8 @@ import { firewallWant, withAdmitted } from './firewall';
 import { FirewallLoop, type FirewallPass } from './firewall-loop';
 import { FastPath } from './kernel/fastpath';
 import { FirewallSync } from './kernel/firewall';
+import { NftSetSocket } from './kernel/nft-setelem';
+import { Activity } from './activity';
 import { startJournalReplay, type JournalReplayer } from './journal-replay';
 import { drainReaping, getLink, listAddresses, listLinks, openNetlink, warmThreadPool, type Netlink } from './kernel';
 import { AgentMetrics } from './metrics';
@@ -124,6 +126,8 @@ export class Agent {
   private stopping = false;
   private fastPath?: FastPath;
   private firewall?: FirewallLoop;
+  private nftSet?: NftSetSocket;
+  private readonly cniActivity = new Activity();
   /**
    * Pods an ADD let through the source check before the watch shows their
    * lease bound here (host veth -> leased address). Without them, a new
@@ -160,11 +164,13 @@ export class Agent {
     }
     const fast = this.fastPath;
     const withdrawer = new Withdrawer();
-    const sync = new FirewallSync();
+    this.nftSet = new NftSetSocket();
+    const sync = new FirewallSync(undefined, this.nftSet.apply);
     let kicked = false;
     this.firewall = new FirewallLoop((w, v) => sync.sync(w, v), this.log.child({ component: 'firewall' }));
     this.reconciler = new Reconciler({
       netlink: this.netlink, desired: () => this.desired(), log: this.log, resyncMs: o.resyncMs ?? 10_000, firewall: (w, v) => { kicked = true; this.firewall?.kick(w, v); },
+      yieldTo: () => this.cniActivity.settle(PASS_YIELD_MS),
       // Withdraw before the fast path syncs, so it drops a withdrawn pod in the same pass.
       afterApply: async (d: Desired, nl: Netlink) => {
         const w = await withdrawer.run(d, nl);
@@ -216,6 +222,10 @@ export class Agent {
       hostNetlink: (this.cniNetlink = openNetlink()),
       openHostNetlink: () => openNetlink(),
       overlayMtu: overlayMtu(this.underlay.mtu),
+      poolRoute: () => {
+        const p = this.source?.snapshot().pool;
+        return p ? { cidr: p.cidr, gateway: p.gateway } : undefined;
+      },
       etcdHealthy: async () => {
         try {
           await etcd.maintenance.status();
@@ -225,12 +235,18 @@ export class Agent {
         }
       },
       markDirty: () => this.reconciler?.markDirty('cni'),
+      watchedLeases: () => {
+        const s = this.source?.snapshot();
+        return s && { leases: s.leases, revision: s.revision };
+      },
       journalDir: o.journalDir,
       ...(this.fastPath ? { fastPath: this.fastPath } : {}),
       ...(o.isolation !== false ? { podFirewall: { admit: (veth: string, ip: string) => this.admit(veth, ip), forget: (veth: string) => { this.admitted.delete(veth); } } } : {}),
       log: this.log.child({ component: 'cni' }),
     });
-    this.cni = await startCniServer(o.socketPath, this.metrics ? this.metrics.timeCni(handler) : handler, this.log.child({ component: 'cni' }));
+    const timed = this.metrics ? this.metrics.timeCni(handler) : handler;
+    const counted: typeof handler = (req) => this.cniActivity.during(() => timed(req));
+    this.cni = await startCniServer(o.socketPath, counted, this.log.child({ component: 'cni' }));
     this.log.info('agent ready', {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
       firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstFirewall?.ops,
@@ -313,6 +329,7 @@ export class Agent {
     await drainReaping(); // veths DEL retired: finish deleting them
     await this.reconciler?.stop();
     await this.firewall?.stop();
+    this.nftSet?.close();
     await this.source?.close();
     await this.registration?.stop({ revoke: o.revoke });
     this.controller?.close();
@@ -326,6 +343,12 @@ export class Agent {
 }
 
 const ADMIT_WAIT_MS = 2000;
+/**
+ * The longest an event pass waits for CNI requests in progress to finish
+ * (Reconciler yieldTo): under a steady stream of ADDs, routes for other
+ * hosts' pods still converge within this much more.
+ */
+const PASS_YIELD_MS = 100;
 
 /** The host's links as the fast path sees them. */
 async function linkViews(nl: Netlink): Promise<LinkView[]> {

@@ -2,7 +2,7 @@ import { deepStrictEqual, ok } from 'node:assert';
 import test from 'ava';
 import fc from 'fast-check';
 import type { Host, LeaseView } from '../common/records';
-import { BRIDGE_NAME, VXLAN_NAME, desiredState, overlayMtu, vtepMacFor, winningLeases, type DesiredInput } from './desired';
+import { BRIDGE_NAME, VXLAN_NAME, desiredState, hostVethMacFor, overlayMtu, vethNameFor, vtepMacFor, winningLeases, type DesiredInput } from './desired';
 import { planChanges } from './plan';
 
 const host = (name: string, n: number): Host => ({
@@ -104,4 +104,14 @@ test('property: every remote route has its neighbour and FDB entry; dsts are uni
     }),
   );
   t.pass();
+});
+
+test('a host veth MAC is 0e:bf and its name\'s hash: locally administered unicast, one per name', (t) => {
+  t.is(hostVethMacFor('bth0a1b2c3d'), '0e:bf:0a:1b:2c:3d');
+  t.throws(() => hostVethMacFor('eth0'), { message: /not a berth veth name/ });
+  fc.assert(fc.property(fc.string({ minLength: 1 }), fc.string({ minLength: 1 }), (id, ifName) => {
+    const m = hostVethMacFor(vethNameFor(id, ifName));
+    const first = parseInt(m.slice(0, 2), 16);
+    return (first & 0x02) === 0x02 && (first & 0x01) === 0 && m.slice(6).replace(/:/g, '') === vethNameFor(id, ifName).slice(3);
+  }));
 });

@@ -134,6 +134,17 @@ export function vtepMacFor(hostName: string): string {
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
+/**
+ * The MAC Berth gives a host-side veth: 0e:bf and the 32-bit hash its name
+ * carries (locally administered, unicast). Unique wherever the names are,
+ * and known without asking the kernel after creating the pair.
+ */
+export function hostVethMacFor(vethName: string): string {
+  const hex = /^bth([0-9a-f]{8})$/.exec(vethName)?.[1];
+  if (!hex) throw new Error(`not a berth veth name: ${vethName}`);
+  return `0e:bf:${hex.match(/../g)!.join(':')}`;
+}
+
 /** Host-side veth name for a container: stable, unique enough, 15 bytes max. */
 export function vethNameFor(containerId: string, ifName: string): string {
   let h = 0x811c9dc5;

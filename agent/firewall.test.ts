@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { canonicalTable, extractTables, firewallMatches, firewallScript, firewallWant, nftPrefix, parseCidrList, withAdmitted, type FirewallInput } from './firewall';
+import { canonicalTable, extractTables, firewallMatches, firewallScript, firewallWant, nftPrefix, parseCidrList, podDelta, withAdmitted, type FirewallInput } from './firewall';
 
 const input: FirewallInput = {
   underlayIp: '198.19.0.11',
@@ -153,4 +153,25 @@ test('admitted pods join the source check until the watch shows them, then leave
   t.deepEqual([...admitted.keys()], ['bth00000002'], 'the one the watch caught up with is dropped');
   t.deepEqual(withAdmitted([{ veth: 'bth00000002', ip: '198.18.0.7' }], admitted), [{ veth: 'bth00000002', ip: '198.18.0.7' }],
     'where the watch says otherwise for that veth, the watch wins');
+});
+
+test('podDelta: the pods to remove and add, or undefined when the tables differ in anything else', (t) => {
+  const a = firewallWant({ ...input, locals: [{ ip: '198.18.0.5', veth: 'bth00000001' }, { ip: '198.18.0.6', veth: 'bth00000002' }] });
+  const b = firewallWant({ ...input, locals: [{ ip: '198.18.0.6', veth: 'bth00000002' }, { ip: '198.18.0.7', veth: 'bth00000001' }] });
+  t.deepEqual(podDelta(a, b), { remove: [{ veth: 'bth00000001', ip: '198.18.0.5' }], add: [{ veth: 'bth00000001', ip: '198.18.0.7' }] });
+  t.deepEqual(podDelta(a, a), { remove: [], add: [] });
+  t.is(podDelta(a, firewallWant({ ...input, isolation: false })), undefined, 'isolation off deletes the bridge table');
+  t.is(podDelta(a, firewallWant({ ...input, noMasquerade: ['10.0.0.0/8'] })), undefined, 'the inet table changed');
+  fc.assert(fc.property(fc.array(fc.record({ veth: fc.constantFrom('bth00000001', 'bth00000002', 'bth00000003'), ip: fc.constantFrom('198.18.0.1', '198.18.0.2', 'fd00::1') }), { maxLength: 6 }),
+    fc.array(fc.record({ veth: fc.constantFrom('bth00000001', 'bth00000002', 'bth00000003'), ip: fc.constantFrom('198.18.0.1', '198.18.0.2', 'fd00::1') }), { maxLength: 6 }), (l1, l2) => {
+      const w1 = firewallWant({ ...input, locals: l1 });
+      const w2 = firewallWant({ ...input, locals: l2 });
+      const d = podDelta(w1, w2)!;
+      const k = (p: { veth: string; ip: string }) => `${p.veth}|${p.ip}`;
+      const after = new Set(w1.pods!.map(k));
+      d.remove.forEach((p) => after.delete(k(p)));
+      d.add.forEach((p) => after.add(k(p)));
+      // Applying the delta to the old elements gives the new ones, and so the new table text.
+      return JSON.stringify([...after].sort()) === JSON.stringify(w2.pods!.map(k).sort()) && (w1.bridge === w2.bridge) === (d.remove.length + d.add.length === 0);
+    }));
 });

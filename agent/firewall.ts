@@ -33,6 +33,8 @@ import { VXLAN_PORT } from '../common/records';
 import type { LocalEndpoint } from './desired';
 
 export const FIREWALL_TABLE = 'berth';
+/** The bridge table's set of (pod veth . address) pairs a pod may send as. */
+export const PODS_SET = 'pods';
 /** Every host veth Berth makes is called bth + 8 hex digits (vethNameFor). */
 export const POD_VETH_GLOB = 'bth*';
 
@@ -55,6 +57,18 @@ export interface FirewallInput {
 export interface FirewallWant {
   inet: string;
   bridge?: string;
+  /**
+   * The elements of the bridge table's `pods` set (present with it). The
+   * bridge table's text is a function of these alone, so two wants whose
+   * inet text is the same differ only here: podDelta().
+   */
+  pods?: PodSlot[];
+}
+
+/** A pod veth and the one IPv4 address it may send as. */
+export interface PodSlot {
+  veth: string;
+  ip: string;
 }
 
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
@@ -132,21 +146,42 @@ export function firewallWant(i: FirewallInput): FirewallWant {
   );
   if (!i.isolation) return { inet: inet.join('\n') };
 
-  const pods = uniqueSorted(i.locals.filter((l) => ipToInt(l.ip) !== undefined).map((l) => `"${l.veth}" . ${l.ip}`));
+  const slots = podSlots(i.locals);
+  const pods = slots.map((p) => `"${p.veth}" . ${p.ip}`);
   const bridge = [
     `table bridge ${FIREWALL_TABLE} {`,
-    'set pods {', 'type ifname . ipv4_addr', ...elements(pods), '}',
+    `set ${PODS_SET} {`, 'type ifname . ipv4_addr', ...elements(pods), '}',
     'chain prerouting {',
     'type filter hook prerouting priority filter; policy accept;',
     // Frames from a pod's veth (a port of berth0) may carry IPv4 or ARP, and only as that pod's address.
     `iifname != "${POD_VETH_GLOB}" accept`,
-    'iifname . ip saddr @pods accept',
-    'iifname . arp saddr ip @pods accept',
+    `iifname . ip saddr @${PODS_SET} accept`,
+    `iifname . arp saddr ip @${PODS_SET} accept`,
     'counter drop',
     '}',
     '}',
   ];
-  return { inet: inet.join('\n'), bridge: bridge.join('\n') };
+  return { inet: inet.join('\n'), bridge: bridge.join('\n'), pods: slots };
+}
+
+/** Local endpoints as set elements: IPv4 only, each pair once, in element order. */
+function podSlots(locals: LocalEndpoint[]): PodSlot[] {
+  const seen = new Map<string, PodSlot>();
+  for (const l of locals) if (ipToInt(l.ip) !== undefined) seen.set(`"${l.veth}" . ${l.ip}`, { veth: l.veth, ip: l.ip });
+  return [...seen.keys()].sort().map((k) => seen.get(k)!);
+}
+
+/**
+ * What turns the live tables into want by set elements alone: the pods to
+ * remove and to add. undefined when anything else differs (the inet table,
+ * isolation turned on or off), which only a whole-table write can do.
+ */
+export function podDelta(live: FirewallWant, want: FirewallWant): { remove: PodSlot[]; add: PodSlot[] } | undefined {
+  if (live.inet !== want.inet || !live.pods || !want.pods || live.bridge === undefined || want.bridge === undefined) return undefined;
+  const key = (p: PodSlot) => `${p.veth}|${p.ip}`;
+  const had = new Set(live.pods.map(key));
+  const has = new Set(want.pods.map(key));
+  return { remove: live.pods.filter((p) => !has.has(key(p))), add: want.pods.filter((p) => !had.has(key(p))) };
 }
 
 /**

@@ -65,3 +65,27 @@ test('no desired state (pool unknown) means no kernel access at all', async (t) 
   t.like(await r.runPass(), { ops: 0, failed: 0 });
   t.deepEqual(k.applied, []);
 });
+
+test('an event pass waits for yieldTo; start, resync and retry passes do not', async (t) => {
+  let release!: () => void;
+  let yields = 0;
+  const r = new Reconciler({
+    netlink: {} as Netlink, desired: () => want(1), log: silentLogger, kernel: fakeKernel().kernel,
+    yieldTo: () => { yields++; return new Promise<void>((res) => { release = res; }); },
+  });
+  t.teardown(() => r.stop());
+  const first = r.waitForPass();
+  r.start();
+  t.is((await first).why, 'start');
+  t.is(yields, 0, 'the start pass does not wait');
+  const next = r.waitForPass();
+  r.markDirty('cni');
+  await new Promise((res) => setTimeout(res, 20));
+  t.is(yields, 1);
+  let done = false;
+  void next.then(() => { done = true; });
+  await new Promise((res) => setTimeout(res, 20));
+  t.false(done, 'the event pass waits while the work is in progress');
+  release();
+  t.is((await next).why, 'cni');
+});

@@ -52,6 +52,13 @@ export interface ReconcilerOptions {
   afterApply?: (desired: Desired, nl: Netlink) => Promise<{ ops: number; failed: string[] }>;
   /** Told every completed pass (agent/metrics.ts). */
   onPass?: (r: PassResult) => void;
+  /**
+   * Lets work in progress finish before an event pass starts (CNI requests:
+   * a pass in the middle of an ADD delays its answer, and the next request's
+   * pass catches up with both). Bounded by the caller; start, resync and
+   * retry passes never wait.
+   */
+  yieldTo?: () => Promise<void>;
 }
 
 /**
@@ -101,6 +108,8 @@ export class Reconciler {
   private running = false;
   /** True from the moment a pass reads its input until it completes. */
   private inPass = false;
+  /** ensureDevices ran and no pass failed since: event passes skip it. */
+  private devicesChecked = false;
   private stopped = true;
   private scheduled: NodeJS.Immediate | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -154,10 +163,15 @@ export class Reconciler {
     this.idle = new Promise((r) => (done = r));
     try {
       while (this.dirty !== null && !this.stopped) {
+        if (this.o.yieldTo && !VERIFYING_PASSES.has(this.dirty)) await this.o.yieldTo();
+        if (this.dirty === null || this.stopped) break;
         const why = this.dirty;
         this.dirty = null;
         const r = await this.pass(why);
-        if (r.failed > 0) this.retrySoon();
+        if (r.failed > 0) {
+          this.devicesChecked = false;
+          this.retrySoon();
+        }
       }
     } finally {
       this.running = false;
@@ -185,7 +199,15 @@ export class Reconciler {
     try {
       const desired = this.o.desired();
       if (desired) {
-        if (desired.devices) await ensureDevices(this.o.netlink, desired.devices);
+        // The devices are checked on start, resync and retry passes (a device
+        // deleted behind our back makes an event pass fail, and its retry
+        // repairs it): an event pass after every CNI ADD need not look them
+        // up again, and under a burst of ADDs each lookup waits for the
+        // kernel's RTNL behind the veths being created.
+        if (desired.devices && (VERIFYING_PASSES.has(why) || !this.devicesChecked)) {
+          await ensureDevices(this.o.netlink, desired.devices);
+          this.devicesChecked = true;
+        }
         const actual = await this.kernel.observe(this.o.netlink);
         plan = planChanges(desired, actual);
         const res = await this.kernel.apply(this.o.netlink, plan);

@@ -7,6 +7,9 @@
  *                  agent (startCluster, 1 simulated host)
  *   3. reference   Debian's /usr/lib/cni/bridge + host-local IPAM
  *   4. pods/s      8-way concurrency, 80 pods each: ADD all, then DEL all
+ *   2b/3b. second DEL  containerd's RemovePodSandbox DEL: for each pod of 2 and 3,
+ *                  once all of them are done, DEL again with CNI_NETNS "" (berth
+ *                  answers it from the agent's state, agent/cni/local-del.ts)
  *
  * Both plugins are exec'd the same way, as a runtime does (env + conf on
  * stdin), through `ip netns exec <simulated host ns>`: the reference needs
@@ -140,11 +143,11 @@ function bridgeSubject(hostNs: string, dataDir: string): Subject {
   return { name: 'reference', run: (verb, cid, netns) => timed('ip', ['netns', 'exec', hostNs, BRIDGE], cniEnv(verb, cid, netns), conf) };
 }
 
-interface Seq { add: number[]; del: number[] }
+interface Seq { add: number[]; del: number[]; cids: string[] }
 
 /** Sequential ADD then DEL per pod; the netns is made and deleted outside the clock. */
 async function sequential(s: Subject, n: number, tag: string): Promise<Seq> {
-  const out: Seq = { add: [], del: [] };
+  const out: Seq = { add: [], del: [], cids: [] };
   for (let i = 0; i < WARMUP + n; i++) {
     const cid = `${tag}-s${i}`;
     const ns = nsAdd(`${tag}${i}`);
@@ -152,8 +155,19 @@ async function sequential(s: Subject, n: number, tag: string): Promise<Seq> {
     const d = must(await s.run('DEL', cid, ns.path), `${s.name} DEL ${cid}`);
     nsDel(ns.name);
     if (i >= WARMUP) { out.add.push(a.ms); out.del.push(d.ms); }
+    out.cids.push(cid);
   }
   return out;
+}
+
+/** containerd's second DEL (RemovePodSandbox): the same container again, CNI_NETNS "", no prevResult; warm-up pods dropped. */
+async function secondDels(s: Subject, cids: string[]): Promise<number[]> {
+  const xs: number[] = [];
+  for (const [i, cid] of cids.entries()) {
+    const r = must(await s.run('DEL', cid, ''), `${s.name} second DEL ${cid}`);
+    if (i >= WARMUP) xs.push(r.ms);
+  }
+  return xs;
 }
 
 interface Par { addPerS: number; totalPerS: number; addMs: number; delMs: number; addCpu: Record<string, number> }
@@ -244,7 +258,11 @@ async function main(): Promise<void> {
     const verR = stat(await times(BRIDGE, [], FLOOR_N, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
     const bs = await sequential(berth, N, 'b');
     const agentSeq = agentTimes(c, 'b-s');
+    const logsBefore = c.logs(c.hosts[0]).length;
+    const bDel2 = stat(await secondDels(berth, bs.cids));
+    const local = c.logs(c.hosts[0]).slice(logsBefore).filter((l) => l.msg === 'DEL' && l.outcome === 'already-gone').length;
     const rs = await sequential(ref, N, 'r');
+    const rDel2 = stat(await secondDels(ref, rs.cids));
     const bp = await parallel(berth, PAR_PODS, PAR, 'b', c);
     const rp = await parallel(ref, PAR_PODS, PAR, 'r');
     // Metrics cost: one long 8-way run of the plugin, the scraper switched on and off in slices (bench/scrape-cost.ts).
@@ -268,6 +286,8 @@ async function main(): Promise<void> {
     row('reference bridge+host-local ADD', rAdd);
     row('berth DEL', bDel);
     row('reference bridge+host-local DEL', rDel);
+    row(`berth second DEL, CNI_NETNS "" (${local}/${bs.cids.length} local)`, bDel2);
+    row('reference second DEL, CNI_NETNS ""', rDel2);
     console.log('  where berth\'s time goes (p50 ms): exec + relay + socket = total - agent');
     for (const verb of ['ADD', 'DEL'] as const) {
       const ag = stat(agentSeq[verb]);
@@ -290,6 +310,7 @@ async function main(): Promise<void> {
     console.log('targets (issue 9):');
     console.log(`  ADD p50, berth / reference              ${r1.toFixed(2)}   (target <= 1.0: ${ok(r1 <= 1.0)})`);
     console.log(`  DEL p50, berth / reference              ${r2.toFixed(2)}   (target <= 1.0: ${ok(r2 <= 1.0)})`);
+    console.log(`  second DEL p50, berth / reference       ${(bDel2.p50 / rDel2.p50).toFixed(2)}   (issue 10: was ~3.5)`);
     console.log(`  ${PAR}-way ADD pods/s, berth / reference     ${r3.toFixed(2)}   (target >= 1.0: ${ok(r3 >= 1.0)})`);
     console.log(`  VERSION exec p50                        ${verB.p50.toFixed(2)} ms (target <= 2 ms: ${ok(verB.p50 <= 2)})`);
     console.log(scrapeCostLine(`berth ${PAR}-way ADD+DEL of ${SCRAPE_PODS} pods`, mc));

@@ -5,7 +5,7 @@
  *
  * The agent's unix socket (default /run/berth/agent.sock, mode 0600) takes
  * two kinds of connection, one request each, told apart by their first bytes:
- *   - "BERTH/2 ...": the `berth` relay's raw CNI invocation
+ *   - "BERTH/3 ..." (or the older "BERTH/2 ..."): the `berth` relay's raw CNI invocation
  *     (common/relay-protocol.ts), validated by cni/plugin.ts in the agent;
  *   - "{...}\n": an AgentRequest line, already validated, answered with one
  *     AgentResponse line; for tests and tools (test/doubles/agent-client.ts).

@@ -23,9 +23,12 @@ import { DEFAULT_AGENT_SOCKET } from './agent-protocol';
 import { isCidr, isIp, isMac, isSupportedVersion, parseDns, parseResult, SUPPORTED_VERSIONS, type CniVersion } from './cni-version';
 
 export const DEFAULT_JOURNAL_DIR = '/var/lib/berth/del-journal';
-export const DEFAULT_AGENT_TIMEOUT_MS = 30_000;
+/** How long the relay waits for the answer once the agent acknowledged (cni/relay/relay.h; docs/cni-config.md "Timeouts"). */
+export const DEFAULT_AGENT_TIMEOUT_MS = 25_000;
 /** How long the relay waits for the agent to accept its connection (cni/relay/relay.h). */
 export const DEFAULT_AGENT_CONNECT_TIMEOUT_MS = 2_000;
+/** How long the relay waits for the agent to acknowledge a request it has read (cni/relay/relay.h). */
+export const DEFAULT_AGENT_ACCEPT_TIMEOUT_MS = 1_500;
 /** Deepest nesting a config may have; real ones stay under 8 (prevResult.interfaces[0].x). */
 export const MAX_CONFIG_DEPTH = 64;
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -36,7 +39,7 @@ export const KNOWN_FIELDS: readonly string[] = [
   // spec, Section 1 and 3
   'cniVersion', 'cniVersions', 'name', 'type', 'args', 'runtimeConfig', 'capabilities', 'prevResult', 'dns',
   // berth
-  'pool', 'agentSocket', 'agentTimeoutMs', 'agentConnectTimeoutMs', 'journalDir', 'mtu', 'logLevel',
+  'pool', 'agentSocket', 'agentTimeoutMs', 'agentConnectTimeoutMs', 'agentAcceptTimeoutMs', 'journalDir', 'mtu', 'logLevel',
 ];
 
 /** GC's list of attachments to keep (SPEC.md "GC: Clean up any stale resources"). */
@@ -55,6 +58,8 @@ export interface BerthNetConf {
   agentTimeoutMs: number;
   /** Read by the relay only: its connect timeout. */
   agentConnectTimeoutMs: number;
+  /** Read by the relay only: how long it waits for the agent's acknowledgement. */
+  agentAcceptTimeoutMs: number;
   journalDir: string;
   mtu?: number;
   logLevel: LogLevel;
@@ -227,6 +232,7 @@ export function parseNetConf(raw: Record<string, unknown>): BerthNetConf {
     agentSocket: absPath(raw, 'agentSocket', DEFAULT_AGENT_SOCKET),
     agentTimeoutMs: intIn(raw, 'agentTimeoutMs', 100, 600_000) ?? DEFAULT_AGENT_TIMEOUT_MS,
     agentConnectTimeoutMs: intIn(raw, 'agentConnectTimeoutMs', 10, 600_000) ?? DEFAULT_AGENT_CONNECT_TIMEOUT_MS,
+    agentAcceptTimeoutMs: intIn(raw, 'agentAcceptTimeoutMs', 50, 60_000) ?? DEFAULT_AGENT_ACCEPT_TIMEOUT_MS,
     journalDir: absPath(raw, 'journalDir', DEFAULT_JOURNAL_DIR),
     logLevel: logLevel as LogLevel,
   };

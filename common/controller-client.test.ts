@@ -7,7 +7,7 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ControllerClient, connectionError, controllerUrls } from './controller-client';
@@ -143,4 +143,45 @@ test('a replica whose certificate is not trusted fails over to one that is', asy
   const only = new ControllerClient({ url: bad, tls: { caFile: ca.cert } });
   t.teardown(() => only.close());
   await t.throwsAsync(only.health(), { message: 'controller certificate not trusted' });
+});
+
+/**
+ * A controller that drops kept-alive connections the way an idle timeout
+ * races a reuse: it answers a connection's first request and resets the
+ * connection when a second one arrives on it. With resetFirst it resets
+ * every connection at its first request.
+ */
+async function dropsKeptAlive(o: { resetFirst?: boolean } = {}) {
+  const seen = { connections: 0 };
+  const srv = createNetServer((sock) => {
+    seen.connections++;
+    let requests = 0;
+    sock.on('data', (d) => {
+      if (!d.includes('\r\n\r\n')) return;
+      if (++requests > 1 || o.resetFirst) return sock.resetAndDestroy();
+      const body = '{"status":"ok"}';
+      sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: keep-alive\r\n\r\n${body}`);
+    });
+    sock.on('error', () => undefined);
+  });
+  // TCP on loopback: only a TCP socket can be reset (RST), as a real idle timeout race does.
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  servers.push(srv as unknown as Server);
+  return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, seen };
+}
+
+test('a kept-alive connection reset as it is reused is retried once on a fresh one; a fresh connection reset is the answer', async (t) => {
+  const s = await dropsKeptAlive();
+  const c = new ControllerClient({ url: s.url });
+  t.teardown(() => c.close());
+  t.like(await c.health(), { status: 'ok' });
+  t.like(await c.health(), { status: 'ok' }, 'the reset of the reused connection never reaches the caller');
+  t.is(s.seen.connections, 2);
+
+  const r = await dropsKeptAlive({ resetFirst: true });
+  const c2 = new ControllerClient({ url: r.url });
+  t.teardown(() => c2.close());
+  const err = await t.throwsAsync(c2.health());
+  t.true(err instanceof BerthError && err.kind === 'TryAgainLater', String(err));
+  t.is(r.seen.connections, 1, 'no retry: the controller may have seen that request');
 });

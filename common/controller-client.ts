@@ -166,7 +166,7 @@ export class ControllerClient {
     this.opts.onFailover?.({ from, to: this.urlOf(at), why: failed ? `${failed.message}: ${failed.details ?? ''}` : '' });
   }
 
-  private callOne<T>(ep: Endpoint, method: string, path: string, body?: unknown): Promise<T> {
+  private callOne<T>(ep: Endpoint, method: string, path: string, body?: unknown, retried = false): Promise<T> {
     const url = new URL(path, ep.base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -204,7 +204,16 @@ export class ControllerClient {
       });
       const where = ep.where;
       req.on('timeout', () => req.destroy(new Error(`no reply from ${where} within ${this.opts.timeoutMs ?? 10_000} ms`)));
-      req.on('error', (e) => reject(failover(connectionError(where, e))));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        // A kept-alive connection the controller closed as idle just as we
+        // reused it: the request never reached it. Once more, on a fresh
+        // connection (every controller call is safe to repeat: binds and
+        // releases are keyed by identity).
+        if (req.reusedSocket && !retried && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
+          return resolve(this.callOne<T>(ep, method, path, body, true));
+        }
+        reject(failover(connectionError(where, e)));
+      });
       req.end(payload);
     });
   }

@@ -3,10 +3,21 @@
  * runtime execs) and the host agent, on the agent's unix socket. One request
  * per connection:
  *
- *   relay → agent   "BERTH/2 <envBytes> <stdinBytes> <hasFd> <nsErrno>\n"
+ *   relay → agent   "BERTH/3 <envBytes> <stdinBytes> <hasFd> <nsErrno>\n"
  *                   <envBytes>: NUL-terminated "CNI_X=value" entries
  *                   <stdinBytes>: stdin exactly as the runtime wrote it
- *   agent → relay   {"code": <exit code>, "out": <stdout>, "err": <stderr>}, then close
+ *   agent → relay   "BERTH/3 accepted\n" (RELAY_ACK) as soon as the whole
+ *                   request is read, before any work on it; then
+ *                   {"code": <exit code>, "out": <stdout>, "err": <stderr>}, then close
+ *
+ * The acknowledgement tells a wedged agent (alive, its socket accepting into
+ * the kernel's backlog, its event loop stuck or the process stopped) from a
+ * slow one (a controller failover, an etcd election): the relay waits
+ * agentAcceptTimeoutMs for it, then agentTimeoutMs for the answer
+ * (docs/cni-config.md "Timeouts"). A request the agent cannot read is
+ * answered at once, without one. Version 2 ("BERTH/2", relays before the
+ * acknowledgement) is still served, without one. This file and
+ * cni/relay/relay.h (RELAY_MAGIC, RELAY_ACK) are the protocol's only homes.
  *
  * The header's first sendmsg carries, when hasFd is 1, the pod's network
  * namespace as an SCM_RIGHTS descriptor: the relay opened CNI_NETNS (O_PATH)
@@ -18,7 +29,11 @@
  * Why the agent and not the relay runs the CNI contract: docs/architecture.md.
  */
 
-export const RELAY_MAGIC = 'BERTH/2';
+export const RELAY_MAGIC = 'BERTH/3';
+/** The version before the acknowledgement: served, never acknowledged. */
+export const RELAY_MAGIC_V2 = 'BERTH/2';
+/** What the agent sends a version-3 relay once it has read the request. Matches cni/relay/relay.h. */
+export const RELAY_ACK = 'BERTH/3 accepted\n';
 /** Matches cni/relay/relay.h RELAY_MAX_STDIN. */
 export const MAX_RELAY_STDIN = 32 << 20;
 /** Six variables; far above any real CNI_ARGS. */
@@ -27,6 +42,8 @@ export const MAX_RELAY_ENV = 1 << 20;
 export const MAX_RELAY_HEADER = 128;
 
 export interface RelayHeader {
+  /** 3: the relay waits for RELAY_ACK; 2: it does not. */
+  version: 2 | 3;
   envBytes: number;
   stdinBytes: number;
   hasFd: boolean;
@@ -34,7 +51,9 @@ export interface RelayHeader {
   nsErrno: number;
 }
 
-export interface RelayFrame extends Omit<RelayHeader, 'envBytes' | 'stdinBytes'> {
+export interface RelayFrame extends Omit<RelayHeader, 'envBytes' | 'stdinBytes' | 'version'> {
+  /** The header's protocol version (default 3). */
+  version?: 2 | 3;
   env: Record<string, string>;
   stdin: string;
 }
@@ -50,12 +69,18 @@ export interface RelayAnswer {
 
 /** Parses the header line (without its newline); returns why not on a malformed one. */
 export function parseRelayHeader(line: string): RelayHeader | string {
-  const m = /^BERTH\/2 (\d{1,10}) (\d{1,10}) ([01]) (\d{1,5})$/.exec(line);
+  const m = /^BERTH\/([23]) (\d{1,10}) (\d{1,10}) ([01]) (\d{1,5})$/.exec(line);
   if (!m) return 'malformed relay header';
-  const h = { envBytes: Number(m[1]), stdinBytes: Number(m[2]), hasFd: m[3] === '1', nsErrno: Number(m[4]) };
+  const h = { version: Number(m[1]) as 2 | 3, envBytes: Number(m[2]), stdinBytes: Number(m[3]), hasFd: m[4] === '1', nsErrno: Number(m[5]) };
   if (h.envBytes > MAX_RELAY_ENV) return `environment larger than ${MAX_RELAY_ENV} bytes`;
   if (h.stdinBytes > MAX_RELAY_STDIN) return `stdin larger than ${MAX_RELAY_STDIN} bytes`;
   return h;
+}
+
+/** Whether a connection's first bytes (at least RELAY_MAGIC.length + 1 of them) start a relay frame of either version. */
+export function isRelayStart(first: Buffer): boolean {
+  const s = first.subarray(0, RELAY_MAGIC.length + 1).toString('latin1');
+  return s === `${RELAY_MAGIC} ` || s === `${RELAY_MAGIC_V2} `;
 }
 
 /**
@@ -74,8 +99,8 @@ export function parseEnvBlock(buf: Buffer): Record<string, string> {
 }
 
 /** Builds a request frame: what the relay sends (for tests and tools written in TypeScript). */
-export function encodeRelayFrame(env: Record<string, string | undefined>, stdin: string | Buffer, nsErrno = 0, hasFd = false): Buffer {
+export function encodeRelayFrame(env: Record<string, string | undefined>, stdin: string | Buffer, nsErrno = 0, hasFd = false, magic = RELAY_MAGIC): Buffer {
   const envBuf = Buffer.from(Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}\0`).join(''), 'utf8');
   const body = typeof stdin === 'string' ? Buffer.from(stdin, 'utf8') : stdin;
-  return Buffer.concat([Buffer.from(`${RELAY_MAGIC} ${envBuf.length} ${body.length} ${hasFd ? 1 : 0} ${nsErrno}\n`), envBuf, body]);
+  return Buffer.concat([Buffer.from(`${magic} ${envBuf.length} ${body.length} ${hasFd ? 1 : 0} ${nsErrno}\n`), envBuf, body]);
 }

@@ -26,9 +26,9 @@
  *                               logFile (agent stderr: JSON lines), pid (undefined while stopped),
  *                               metricsUrl ('unix:///…/metrics.sock': the agent's --metrics-listen)
  *   host(nameOrIndex)           look a host up
- *   startAgent(h, {args?, noWait?}) / stopAgent(h, signal='SIGTERM') / restartAgent(h)
+ *   startAgent(h, {args?, noWait?, controllerUrl?}) / stopAgent(h, signal='SIGTERM') / restartAgent(h)
  *                               process control by PID; start resolves once the agent's CNI socket exists
- *                               (noWait: as soon as the process is spawned)
+ *                               (noWait: as soon as the process is spawned; controllerUrl: instead of the cluster's)
  *   logs(h, msg?)               parsed JSON log lines of h's agent (optionally only msg === …)
  *   waitLog(h, pred, opts?)     bounded wait for a log line (only lines after `fromLine` if given)
  *   waitConverged(opts?)        bounded wait until, on every running agent's host, the kernel
@@ -114,7 +114,7 @@ export interface Cluster {
   dir: string;
   host(h: string | number): ClusterHost;
   /** args: extra agent flags for this start (e.g. a second --controller). */
-  startAgent(h: ClusterHost, o?: { args?: string[]; noWait?: boolean }): Promise<void>;
+  startAgent(h: ClusterHost, o?: { args?: string[]; noWait?: boolean; controllerUrl?: string }): Promise<void>;
   stopAgent(h: ClusterHost, signal?: NodeJS.Signals): Promise<void>;
   restartAgent(h: ClusterHost): Promise<void>;
   logs(h: ClusterHost, msg?: string): LogLine[];
@@ -206,7 +206,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       try { return fs.readFileSync(h.logFile, 'utf8').split('\n').slice(-15).join('\n'); } catch { return ''; }
     };
 
-    const startAgent = async (h: ClusterHost, so: { args?: string[]; noWait?: boolean } = {}) => {
+    const startAgent = async (h: ClusterHost, so: { args?: string[]; noWait?: boolean; controllerUrl?: string } = {}) => {
       if (procs.has(h.name)) throw new Error(`agent on ${h.name} is already running`);
       // The agent opens its CNI socket last, after the first reconcile pass:
       // the socket appearing is the readiness signal (independent of log level).
@@ -215,8 +215,8 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       const env: NodeJS.ProcessEnv = { ...process.env, ...o.agentEnv };
       delete env.NODE_EXTRA_CA_CERTS; // ~80 ms per start, and real nodes don't have it
       const args = [
-        'netns', 'exec', h.sim.name, process.execPath, AGENT_MAIN,
-        '--etcd-endpoints', etcd!.socketEndpoint, '--controller', controllerUrl, '--host', h.name,
+        'netns', 'exec', h.sim.name, process.execPath, ...(process.env.BERTH_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', process.env.BERTH_PROF_DIR] : []), AGENT_MAIN,
+        '--etcd-endpoints', etcd!.socketEndpoint, '--controller', so.controllerUrl ?? controllerUrl, '--host', h.name,
         '--underlay-ip', h.sim.underlayIp, '--underlay-dev', h.sim.dev, '--pool', poolName, '--socket', h.socket,
         '--journal-dir', h.journalDir, '--resync-ms', String(o.resyncMs ?? 10_000), '--host-ttl', String(o.hostTtlSeconds ?? 10),
         '--metrics-listen', h.metricsUrl, ...(so.args ?? []),

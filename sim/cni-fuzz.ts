@@ -124,16 +124,16 @@ export function generate(r: () => number, t: FuzzTargets): FuzzCase {
   if (verb === 'GC' || chance(0.05)) conf['cni.dev/valid-attachments'] = chance(0.7) ? [{ containerID: 'c1', ifname: 'eth0' }] : value(0);
   // Mutations of the config.
   for (let i = Math.floor(r() * 4); i > 0; i--) {
-    const key = pick(['cniVersion', 'name', 'type', 'pool', 'agentSocket', 'agentTimeoutMs', 'agentConnectTimeoutMs', 'journalDir', 'mtu', 'logLevel', 'dns', 'args', 'runtimeConfig', 'capabilities', 'prevResult', str(10)]);
+    const key = pick(['cniVersion', 'name', 'type', 'pool', 'agentSocket', 'agentTimeoutMs', 'agentConnectTimeoutMs', 'agentAcceptTimeoutMs', 'journalDir', 'mtu', 'logLevel', 'dns', 'args', 'runtimeConfig', 'capabilities', 'prevResult', str(10)]);
     if (chance(0.3)) delete conf[key];
     else if (key === 'agentSocket' || key === 'journalDir') conf[key] = pick([str(30), '/', '', '/dev/null', big(), 5]);
-    else if (key === 'agentTimeoutMs' || key === 'agentConnectTimeoutMs') conf[key] = pick([100, 10, 0, -5, 'x', 600000, 1e12]);
+    else if (key === 'agentTimeoutMs' || key === 'agentConnectTimeoutMs' || key === 'agentAcceptTimeoutMs') conf[key] = pick([100, 10, 0, -5, 'x', 600000, 1e12]);
     else if (key === 'runtimeConfig') conf[key] = { mac: pick(['02:00:00:00:00:01', '01:00:5e:00:00:01', '00:00:00:00:00:00', str(17)]), ips: [pick(['198.18.0.9', 'x', '198.18.0.9/24'])] };
     else conf[key] = value(0);
   }
   // Which agent, after the mutations: one that never answers gets a short timeout.
   if (chance(0.1)) { conf.agentSocket = t.missingSocket; }
-  else if (chance(0.03)) { conf.agentSocket = t.silentSocket; conf.agentTimeoutMs = 100; conf.agentConnectTimeoutMs = 100; }
+  else if (chance(0.03)) { conf.agentSocket = t.silentSocket; conf.agentTimeoutMs = 100; conf.agentConnectTimeoutMs = 100; conf.agentAcceptTimeoutMs = 100; }
   else if (chance(0.05)) { conf.agentSocket = t.garbageSocket; }
   let stdin: Buffer;
   const text = JSON.stringify(conf);

@@ -13,6 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { journalId, readDelJournal } from '../common/del-journal';
+import { RELAY_ACK } from '../common/relay-protocol';
 import { startFakeAgent, type FakeAgent } from './doubles/fake-agent';
 import { BIN, execPlugin, execWithStdin } from '../sim/exec';
 
@@ -101,23 +102,58 @@ test('stdin past the cap is one clear error', async (t) => {
   t.deepEqual(a.requests, []);
 });
 
-test('an agent that never answers: ADD gets 11 after agentTimeoutMs, DEL is journalled', async (t) => {
+test('an agent that never acknowledges (wedged): ADD gets 11 after agentAcceptTimeoutMs, DEL is journalled', async (t) => {
   const held: Socket[] = [];
   const path = join(fx.scratch, 'silent.sock');
   const silent = createServer((s) => void held.push(s));
   await new Promise<void>((res) => silent.listen(path, res));
   t.teardown(() => { held.forEach((s) => s.destroy()); silent.close(); });
   const journalDir = join(fx.scratch, 'journal-silent');
-  const add = await execPlugin(env('ADD'), conf(path, { agentTimeoutMs: 200, journalDir }));
+  // agentTimeoutMs is far longer: only the missing acknowledgement can end these.
+  const c = conf(path, { agentAcceptTimeoutMs: 200, agentTimeoutMs: 600_000, journalDir });
+  const add = await execPlugin(env('ADD'), c);
   t.is(add.json?.code, 11);
-  t.regex(add.json.details, /no answer within 200 ms/);
-  const del = await execPlugin(env('DEL', { CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b' }), conf(path, { agentTimeoutMs: 200, journalDir }));
+  t.regex(add.json.details, /no acknowledgement within 200 ms/);
+  const del = await execPlugin(env('DEL', { CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b' }), c);
   t.is(del.code, 0, del.stdout);
+  t.regex(del.stderr, /no acknowledgement within 200 ms/);
   const { entries } = await readDelJournal(journalDir);
   t.is(entries.length, 1);
   // The relay (C) and the agent (TypeScript) name an attachment's entry alike.
   t.is(entries[0].id, journalId(entries[0].request));
   t.deepEqual(entries[0].request, { verb: 'DEL', containerId: 'c1', netns: fx.netns, ifName: 'eth0', args: { K8S_POD_NAMESPACE: 'a', K8S_POD_NAME: 'b' }, network: 'n', pool: 'p' });
+});
+
+test('an agent that acknowledges and then never answers: 11 after agentTimeoutMs', async (t) => {
+  const held: Socket[] = [];
+  const path = join(fx.scratch, 'acks-only.sock');
+  const mute = createServer((s) => { held.push(s); s.on('error', () => undefined); s.write(RELAY_ACK); });
+  await new Promise<void>((res) => mute.listen(path, res));
+  t.teardown(() => { held.forEach((s) => s.destroy()); mute.close(); });
+  const add = await execPlugin(env('ADD'), conf(path, { agentAcceptTimeoutMs: 60_000, agentTimeoutMs: 200 }));
+  t.is(add.json?.code, 11);
+  t.regex(add.json.details, /no answer within 200 ms/);
+});
+
+test('a slow agent that acknowledged gets agentTimeoutMs for its answer, well past agentAcceptTimeoutMs', async (t) => {
+  const a = await agentFor(t);
+  a.answerDelayMs = 1_000;
+  const add = await execPlugin(env('ADD'), conf(a, { agentAcceptTimeoutMs: 100, agentTimeoutMs: 60_000 }));
+  t.is(add.code, 0, add.stdout + add.stderr);
+  t.deepEqual(add.json.ips, RESULT.ips);
+  t.is(a.requests.length, 1);
+});
+
+test('an agent that refuses a request at once, without an acknowledgement, is heard', async (t) => {
+  const path = join(fx.scratch, 'refuses.sock');
+  const answer = JSON.stringify({ code: 1, out: '{"cniVersion":"1.0.0","code":7,"msg":"no","details":"refused"}\n', err: '' });
+  const refuser = createServer((s) => { s.on('error', () => undefined); s.end(answer); });
+  await new Promise<void>((res) => refuser.listen(path, res));
+  t.teardown(() => void refuser.close());
+  const r = await execPlugin(env('ADD'), conf(path));
+  t.is(r.code, 1);
+  t.is(r.json?.code, 7, r.stdout);
+  t.is(r.json?.details, 'refused');
 });
 
 test('an answer that is not a relay answer counts as no answer', async (t) => {

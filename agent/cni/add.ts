@@ -27,6 +27,7 @@ import { parseCidr } from '../../common/cidr';
 import { BerthError, castError } from '../../common/errors';
 import { identityFor } from '../identity';
 import { addressPod, detachPod, plugVeth } from '../kernel/pod';
+import { getLink } from '../kernel/links';
 import { isOwnNetns, openNetnsFd } from '../kernel/netns';
 import { closeSync } from 'node:fs';
 import { dropSupersededDel } from './journal';
@@ -72,6 +73,8 @@ function checkNetns(netns: string): void {
 export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
   const { deps } = ctx;
   checkPool(req.pool, deps.pool);
+  // Whatever this ADD comes to, a later DEL of the attachment asks the controller (cni/local-del.ts).
+  ctx.released.forget(req);
   const { identity, source } = identityFor(req.args, req.containerId, deps.host);
   if (req.ips && req.ips.length > 1) {
     throw new BerthError('InvalidRequest', `ips: ${req.ips.join(',')}`, 'berth assigns one address per attachment');
@@ -82,11 +85,15 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
     const undo: Undo[] = [];
     try {
       const mtu = req.mtu ?? deps.overlayMtu;
+      const known = deps.poolRoute?.();
       const [bind, plug] = await Promise.allSettled([
         deps.controller.bind(req.pool, {
           identity, source, host: deps.host, containerId: req.containerId, ifName: req.ifName, network: req.network, ...(req.ips?.[0] ? { ip: req.ips[0] } : {}),
         }),
-        plugVeth(deps.hostNetlink, { containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}) }),
+        plugVeth(deps.hostNetlink, {
+          containerId: req.containerId, ifName: req.ifName, netns: req.netns, mtu, ...(req.mac ? { mac: req.mac } : {}),
+          ...(known ? { route: { gateway: known.gateway, poolCidr: known.cidr } } : {}),
+        }),
       ]);
       if (bind.status === 'fulfilled' && bind.value.allocated) {
         // discard: the runtime never got this address, so it is freed now, not held (fenced by the controller).
@@ -103,7 +110,10 @@ export async function add(ctx: Ctx, req: AgentRequest): Promise<CniResult> {
       const bound = bind.value;
       const ip = bound.lease.ip;
       const att = await addressPod(deps.hostNetlink, plug.value, { ip, gateway: bound.gateway, poolCidr: parseCidr(`${ip}/${bound.prefix}`).cidr });
-      fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, plug.value.hostIndex));
+      if (deps.fastPath) {
+        const hostIndex = plug.value.hostIndex ?? (await getLink(deps.hostNetlink, plug.value.hostVeth))?.index;
+        if (hostIndex !== undefined) fastPathHook(ctx, 'learn', () => deps.fastPath?.learnLocal(ip, plug.value.hostVeth, hostIndex));
+      }
       undo.push({ what: 'fast path', run: async () => fastPathHook(ctx, 'forget', () => deps.fastPath?.forgetVeth(plug.value.hostVeth)) });
       // The source check must know the pod before the runtime starts its workload, or its first packets drop.
       undo.push({ what: 'firewall', run: async () => deps.podFirewall?.forget(plug.value.hostVeth) });

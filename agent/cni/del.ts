@@ -32,6 +32,8 @@ import { detachPod, hostLinkIndex } from '../kernel/pod';
 import { deleteRoute } from '../kernel/routes';
 import { BRIDGE_NAME, vethNameFor } from '../desired';
 import { fastPathHook, findBoundLease, identityKey, type Ctx } from './shared';
+import { getLink } from '../kernel/links';
+import { localDelRefusal } from './local-del';
 
 /** Controller answers that mean "nothing of ours to release". */
 const NOTHING_TO_RELEASE = new Set(['PoolNotFound', 'LeaseNotFound', 'NotFound']);
@@ -61,8 +63,29 @@ async function releaseAndUnroute(ctx: Ctx, req: AgentRequest, by: { identity?: s
   return r;
 }
 
+/**
+ * A repeated DEL of an attachment this agent already released, with nothing
+ * of it left: done, from local state alone (the rules: cni/local-del.ts).
+ * Called under the attachment lock, so no ADD of it runs meanwhile.
+ */
+async function alreadyGone(ctx: Ctx, req: AgentRequest): Promise<boolean> {
+  const releasedAt = ctx.released.releasedAt(req);
+  if (releasedAt === undefined || !ctx.deps.watchedLeases) return false;
+  const refusal = localDelRefusal(req, ctx.deps.host, {
+    releasedAt,
+    watch: ctx.deps.watchedLeases(),
+    vethPresent: (await getLink(ctx.deps.hostNetlink, vethNameFor(req.containerId, req.ifName))) !== undefined,
+  });
+  if (refusal) ctx.deps.log.debug('DEL asks the controller', { containerId: req.containerId, ifName: req.ifName, why: refusal });
+  return refusal === undefined;
+}
+
 export async function del(ctx: Ctx, req: AgentRequest, o: { replay?: boolean } = {}): Promise<void> {
   const { deps } = ctx;
+  if (!o.replay && (await alreadyGone(ctx, req))) {
+    deps.log.info('DEL', { containerId: req.containerId, ifName: req.ifName, outcome: 'already-gone' });
+    return;
+  }
   let outcome: ReleaseResponse | undefined;
   let failure: BerthError | undefined;
   // The release (controller round trip, then the host route on berth0) and
@@ -99,4 +122,6 @@ export async function del(ctx: Ctx, req: AgentRequest, o: { replay?: boolean } =
   }
   deps.log.info('DEL', { containerId: req.containerId, ifName: req.ifName, outcome: outcome?.outcome, ip: outcome?.lease?.ip, error: failure?.kind });
   if (failure) throw failure;
+  // The controller answered: nothing of this attachment is bound any more.
+  ctx.released.remember(req, outcome?.outcome === 'released' && outcome.lease ? BigInt(outcome.lease.revision) : 0n);
 }

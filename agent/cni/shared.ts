@@ -14,6 +14,7 @@ import type { AgentRequest } from '../../common/agent-protocol';
 import type { LeaseView } from '../../common/records';
 import { castError } from '../../common/errors';
 import type { CniDeps } from '../cni-api';
+import type { ReleasedAttachments } from './local-del';
 
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<void>>();
@@ -42,6 +43,8 @@ export class KeyedMutex {
 export interface Ctx {
   deps: CniDeps;
   locks: KeyedMutex;
+  /** Attachments a DEL of this process released since their last ADD (agent/cni/local-del.ts). */
+  released: ReleasedAttachments;
 }
 
 export const attachmentKey = (r: Pick<AgentRequest, 'pool' | 'containerId' | 'ifName'>) => `a\0${r.pool}\0${r.containerId}\0${r.ifName}`;

@@ -72,3 +72,26 @@ test('a refused file leaves nothing remembered: the next pass tries again', asyn
   t.deepEqual(calls, ['list', '-f', 'list', '-f']);
   t.true(firewallScript(want).includes('table bridge berth {'));
 });
+
+test('only a change of pods goes as set elements; any other change, or a refused batch, writes the file', async (t) => {
+  const nft = fakeNft();
+  const batches: { remove: number; add: number }[] = [];
+  let refuse = false;
+  const fw = new FirewallSync(nft.run, async (c) => {
+    if (refuse) throw new Error('refused');
+    batches.push({ remove: c.remove.length, add: c.add.length });
+  });
+  await fw.sync(firewallWant(input), { verify: true });
+  nft.calls.length = 0;
+  const two = { ...input, locals: [...input.locals, { ip: '198.18.0.6', veth: 'bth00000002' }] };
+  t.is(await fw.sync(firewallWant(two), { verify: false }), 1);
+  t.deepEqual(batches, [{ remove: 0, add: 1 }]);
+  t.deepEqual(nft.calls, []);
+  t.is(await fw.sync(firewallWant({ ...two, hosts: ['198.19.0.12', '198.19.0.13'] }), { verify: false }), 1);
+  t.deepEqual(nft.calls, ['-f -'], 'a new host changes the inet table: the whole file');
+  nft.calls.length = 0;
+  refuse = true;
+  t.is(await fw.sync(firewallWant({ ...input, hosts: ['198.19.0.12', '198.19.0.13'] }), { verify: false }), 1);
+  t.deepEqual(nft.calls, ['list ruleset', '-f -'], 'a refused batch: read what is live, then the whole file');
+  t.is(batches.length, 1);
+});

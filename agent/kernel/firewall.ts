@@ -12,7 +12,9 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { BerthError } from '../../common/errors';
-import { firewallMatches, firewallScript, type FirewallWant } from '../firewall';
+import { FIREWALL_TABLE, PODS_SET, firewallMatches, firewallScript, podDelta, type FirewallWant, type PodSlot } from '../firewall';
+import { NFPROTO_BRIDGE, ifnameIpv4Key } from '../nft-setelem';
+import type { SetElemApply } from './nft-setelem';
 
 /**
  * nftables' `nft`, by absolute path: a PATH lookup can find something else
@@ -40,30 +42,50 @@ export const runNft: NftRunner = (args, stdin) =>
   });
 
 /**
- * Converges Berth's tables to a FirewallWant; remembers the script it last
+ * Converges Berth's tables to a FirewallWant; remembers the tables it last
  * knew to be live, so a pass whose wanted tables didn't change costs no
  * process at all. verify (start, resync, retry passes) reads the live
  * ruleset back whatever the memory says: that is what finds a table changed
  * behind the agent's back, and what makes a restart write nothing.
+ *
+ * When only the `pods` set differs from the remembered tables (a CNI ADD or
+ * DEL), the change goes to the kernel as one netlink batch of set elements
+ * (setElems) instead of an `nft -f` of the whole file: no process on the
+ * ADD's path. A refused batch (the set was changed or deleted behind us)
+ * falls back to the whole file.
  */
 export class FirewallSync {
-  private live: string | undefined;
+  private live: { script: string; want: FirewallWant } | undefined;
 
-  constructor(private readonly run: NftRunner = runNft) {}
+  constructor(private readonly run: NftRunner = runNft, private readonly setElems?: SetElemApply) {}
 
   /** Returns how many changes it made (0, or 1 transaction). */
   async sync(want: FirewallWant, o: { verify: boolean }): Promise<number> {
     const script = firewallScript(want);
-    if (!o.verify && script === this.live) return 0;
+    if (!o.verify && script === this.live?.script) return 0;
+    if (!o.verify && this.live && this.setElems) {
+      const delta = podDelta(this.live.want, want);
+      if (delta) {
+        const key = (p: PodSlot) => ifnameIpv4Key(p.veth, p.ip);
+        try {
+          await this.setElems({ family: NFPROTO_BRIDGE, table: FIREWALL_TABLE, set: PODS_SET, remove: delta.remove.map(key), add: delta.add.map(key) });
+          this.live = { script, want };
+          return 1;
+        } catch {
+          // Unknown now: the whole file below, after reading what is live.
+          this.live = undefined;
+        }
+      }
+    }
     if (o.verify || this.live === undefined) {
       if (firewallMatches(want, await this.run(['list', 'ruleset']))) {
-        this.live = script;
+        this.live = { script, want };
         return 0;
       }
     }
     this.live = undefined; // unknown until nft says it took the file
     await this.run(['-f', '-'], script);
-    this.live = script;
+    this.live = { script, want };
     return 1;
   }
 }

@@ -8,7 +8,8 @@ import { BerthError } from '../../common/errors';
 import { GATEWAY_MAC } from '../desired';
 import {
   AF_INET, CREATE_EXCL, REPLACE, VXLAN, cidr4, ip4, ip4text, isErrno, linkinfo, mac, mactext, nl, nlGone,
-  parseLinkinfo, vethPeer, vxlanData, type Netlink, dump } from './nl';
+  parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWLINK, RTM_SETLINK, SKIP_STATS } from './nl';
+import { requestOffThread } from './netns';
 
 export interface LinkInfo {
   index: number;
@@ -37,12 +38,12 @@ function toInfo(m: rt.LinkMessage): LinkInfo {
 }
 
 export async function listLinks(sock: Netlink): Promise<LinkInfo[]> {
-  return (await dump(sock, 'list links', () => sock.getLinks())).map(toInfo);
+  return (await dump(sock, 'list links', () => sock.getLinks({}, { extMask: SKIP_STATS }))).map(toInfo);
 }
 
 export async function getLink(sock: Netlink, name: string): Promise<LinkInfo | undefined> {
   try {
-    const [m] = await nl(`get link ${name}`, sock.getLink({}, { ifname: name }));
+    const [m] = await nl(`get link ${name}`, sock.getLink({}, { ifname: name, extMask: SKIP_STATS }));
     return m && toInfo(m);
   } catch (e) {
     if (isErrno(e, 'ENODEV', 'ENOENT')) return undefined;
@@ -98,9 +99,10 @@ export async function listAddresses(sock: Netlink, index?: number): Promise<{ in
 }
 
 /** Adds ip/prefix to the link (replace semantics). Extra addresses are left alone. */
-export async function ensureAddress(sock: Netlink, index: number, cidr: string): Promise<void> {
+/** Adds cidr unless present; fresh: the link is known to have no address (skip the listing). */
+export async function ensureAddress(sock: Netlink, index: number, cidr: string, o: { fresh?: boolean } = {}): Promise<void> {
   const { ip, prefix } = cidr4(cidr);
-  if ((await listAddresses(sock, index)).some((a) => a.cidr === `${ip}/${prefix}`)) return;
+  if (!o.fresh && (await listAddresses(sock, index)).some((a) => a.cidr === `${ip}/${prefix}`)) return;
   await nl(
     `add address ${cidr}`,
     sock.newAddress({ family: AF_INET, prefixlen: prefix, index }, { local: ip4(ip), address: ip4(ip) }, REPLACE),
@@ -185,6 +187,8 @@ export interface VethSpec {
   peerNetnsFd: number;
   mtu: number;
   peerMac?: string;
+  /** The host side's MAC (default: the kernel picks one). */
+  hostMac?: string;
   /** Host side joins this bridge at birth. */
   master?: number;
   /** The host side comes up at birth (the peer cannot: see vethPeer). */
@@ -197,20 +201,33 @@ export interface VethSpec {
  * with a temporary name. Returns the host side.
  */
 export async function createVeth(sock: Netlink, v: VethSpec): Promise<LinkInfo> {
-  await nl(
-    `create veth ${v.hostName}`,
-    sock.newLink(
-      v.up ? { flags: { up: true }, change: { up: true } } : {},
-      {
-        ifname: v.hostName,
-        mtu: v.mtu,
-        ...(v.master !== undefined ? { master: v.master } : {}),
-        linkinfo: linkinfo('veth', vethPeer({ ifname: v.peerName, netnsFd: v.peerNetnsFd, mtu: v.mtu, mac: v.peerMac })),
-      },
-      CREATE_EXCL,
-    ),
-  );
+  await createVethPair(sock, v);
   return mustGetLink(sock, v.hostName);
+}
+
+/** createVeth without reading the new link back (the caller knows what it needs: name, MAC). */
+export async function createVethPair(sock: Netlink, v: VethSpec): Promise<void> {
+  const op = `create veth ${v.hostName}`;
+  const data: rt.Link = v.up ? { flags: { up: true }, change: { up: true } } : {};
+  const attrs = {
+    ifname: v.hostName,
+    mtu: v.mtu,
+    ...(v.hostMac !== undefined ? { address: mac(v.hostMac) } : {}),
+    ...(v.master !== undefined ? { master: v.master } : {}),
+    linkinfo: linkinfo('veth', vethPeer({ ifname: v.peerName, netnsFd: v.peerNetnsFd, mtu: v.mtu, mac: v.peerMac })),
+  };
+  // Off the JS thread where the socket's netns is known: the kernel creates
+  // the pair and moves the peer inside sendmsg(2), milliseconds of it.
+  const off = requestOffThread(sock, op, linkRequest(RTM_NEWLINK, data, attrs, CREATE_EXCL.flags));
+  await (off ?? nl(op, sock.newLink(data, attrs, CREATE_EXCL)));
+}
+
+/** setUp, with the request sent from a pool thread when the socket's netns is known (requestOffThread). */
+export async function setUpOffThread(sock: Netlink, l: LinkInfo): Promise<void> {
+  if (l.up) return;
+  const op = `up ${l.name}`;
+  const data: rt.Link = { index: l.index, flags: { up: true }, change: { up: true } };
+  await (requestOffThread(sock, op, linkRequest(RTM_SETLINK, data, {})) ?? nl(op, sock.setLink(data)));
 }
 
 export { vethNameFor } from '../desired';

@@ -10,8 +10,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createRtNetlink, type RtNetlinkSocket } from 'netlink';
+import { RawNetlinkSocket, createRtNetlink, type RtNetlinkSocket } from 'netlink';
 import { BerthError } from '../../common/errors';
+import { KernelError } from './nl';
+import { NETLINK_NETFILTER } from '../nft-setelem';
 
 interface Addon {
   /** fd of a network namespace file; never blocks; throws code ENOENT or ENOTNETNS (berth_netns.c). */
@@ -22,6 +24,8 @@ interface Addon {
   routeSocket(): number;
   /** RTM_DELLINK by name on fd, from a libuv pool thread; closes fd. false: no such link. */
   deleteLinkOn(fd: number, name: string): Promise<boolean>;
+  /** One whole rtnetlink request on fd, from a libuv pool thread; resolves on its ACK, rejects with the errno as code; closes fd. */
+  requestOn(fd: number, message: Buffer): Promise<void>;
 }
 
 /** dist/agent/kernel/netns.js -> <repo>/agent/native/build/Release. */
@@ -174,6 +178,23 @@ export function deleteLinkOffThread(sock: RtNetlinkSocket, name: string): Promis
 }
 
 /**
+ * Sends one whole rtnetlink request (nlRequest) in the netns of `sock`
+ * from a libuv pool thread, for the same reason as deleteLinkOffThread:
+ * creating a veth pair runs for milliseconds inside sendmsg(2), and on the
+ * JS thread that would stall every concurrent CNI request. Returns
+ * undefined for a socket not opened here: the caller sends it itself.
+ */
+export function requestOffThread(sock: RtNetlinkSocket, op: string, message: Buffer): Promise<void> | undefined {
+  const ns = socketNetns.get(sock);
+  if (ns === undefined) return undefined;
+  const a = load();
+  const fd = ns === OWN_NETNS ? a.routeSocket() : enterSync(ns, () => a.routeSocket());
+  return a.requestOn(fd, message).catch((e: { code?: string; message?: string }) => {
+    throw new KernelError(e.code && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO', op);
+  });
+}
+
+/**
  * Writes a net sysctl (e.g. "net/ipv4/ip_forward") in nsPath's netns, or in
  * our own when nsPath is undefined. /proc/sys/net follows the netns of the
  * thread that opens it, hence the synchronous write inside the window.
@@ -183,6 +204,11 @@ export function writeSysctl(nsPath: string | undefined, key: string, value: stri
   const write = () => fs.writeFileSync(`/proc/sys/${key}`, value);
   if (nsPath === undefined) write();
   else enterSync(nsPath, write);
+}
+
+/** Opens a NETLINK_NETFILTER socket that lives (for good) in nsPath's namespace. */
+export function openNetfilterSocketIn(nsPath: string): RawNetlinkSocket {
+  return enterSync(nsPath, () => new RawNetlinkSocket(NETLINK_NETFILTER));
 }
 
 /** Opens a socket in our own namespace (no setns involved). */

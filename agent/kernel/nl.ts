@@ -4,7 +4,7 @@
  * one function that turns its `Error('Request rejected: EEXIST')` into a
  * typed KernelError. Attribute numbers are from include/uapi/linux/if_link.h.
  */
-import { FlagsNew, type RtNetlinkSocket } from 'netlink';
+import { AttrStream, FlagsNew, formatMessage, ifla, rt, type RtNetlinkSocket } from 'netlink';
 import { BerthError } from '../../common/errors';
 
 export type Netlink = RtNetlinkSocket;
@@ -198,3 +198,28 @@ export function vxlanData(o: { vni: number; local: string; port: number; linkInd
   if (o.linkIndex !== undefined) data.push(attr(VXLAN.LINK, u32(o.linkIndex)));
   return data;
 }
+
+/** nlmsg_flags NLM_F_REQUEST | NLM_F_ACK (include/uapi/linux/netlink.h). */
+const REQUEST_ACK = 0x1 | 0x4;
+/** RTM_NEWLINK, RTM_SETLINK (include/uapi/linux/rtnetlink.h). */
+export const RTM_NEWLINK = 16;
+export const RTM_SETLINK = 19;
+
+/**
+ * A whole link request (header included) as the netlink package would send
+ * it, for sockets it doesn't own (requestOffThread). Sequence number 1:
+ * each such request has a socket of its own.
+ */
+export function linkRequest(type: number, data: rt.Link, attrs: ifla.LinkAttrs, flags = 0): Buffer {
+  const body = new AttrStream();
+  rt.formatLinkMessage({ kind: 'link', data, attrs }, body);
+  return Buffer.concat(formatMessage({ type, flags: REQUEST_ACK | flags, seq: 1, port: 0, data: body.bufs }));
+}
+
+/**
+ * IFLA_EXT_MASK RTEXT_FILTER_SKIP_STATS (include/uapi/linux/rtnetlink.h):
+ * Berth reads no counters from link messages, and without them the kernel
+ * builds and the netlink package parses a link message about 2.5x faster
+ * (0.18 -> 0.07 ms a getLink, measured).
+ */
+export const SKIP_STATS = Buffer.from([8, 0, 0, 0]);

@@ -23,14 +23,15 @@
  * the agent never finishes (it died) ends with the pod's netns, which takes
  * the pair with it.
  */
-import { BRIDGE_NAME } from '../desired';
+import { BRIDGE_NAME, hostVethMacFor } from '../desired';
 import { BerthError } from '../../common/errors';
-import { deleteLink, createVeth, ensureAddress, getLink, setLinkAttrs, setUp, vethNameFor, type LinkInfo } from './links';
-import { deleteLinkOffThread, netnsOf, openNetnsFd, withNetns } from './netns';
+import { deleteLink, createVethPair, ensureAddress, getLink, setLinkAttrs, setUp, setUpOffThread, vethNameFor } from './links';
+import { deleteLinkOffThread, netnsOf, openNetnsFd, requestOffThread, withNetns } from './netns';
 import type { Netlink } from './nl';
-import { nlGone } from './nl';
-import { deleteNeigh, deleteRoute, listRoutes, replaceRoute, type LinkIndex } from './routes';
+import { RTM_SETLINK, SKIP_STATS, linkRequest, nlGone } from './nl';
+import { defaultRouteElsewhere, deleteNeigh, deleteRoute, replaceRoute, type LinkIndex } from './routes';
 import * as fs from 'node:fs';
+import type { rt } from 'netlink';
 
 export interface PlugSpec {
   containerId: string;
@@ -40,6 +41,12 @@ export interface PlugSpec {
   mtu: number;
   mac?: string;
   bridge?: string;
+  /**
+   * The pool's gateway and CIDR as the agent knows them: the pod's route is
+   * set while plugging, so that ADD does it while the controller binds
+   * rather than after. addressPod checks it against the bound lease's.
+   */
+  route?: { gateway: string; poolCidr: string };
 }
 
 export interface AttachSpec extends PlugSpec {
@@ -51,11 +58,14 @@ export interface AttachSpec extends PlugSpec {
 export interface Plugged {
   spec: PlugSpec;
   hostVeth: string;
-  hostIndex: number;
+  /** The host veth's ifindex, when this plug read it (a kept pair); else getLink it. */
+  hostIndex?: number;
   hostMac: string;
   bridgeIndex: number;
   /** True when an intact pair from an earlier ADD was kept. */
   reused: boolean;
+  /** The pod route set while plugging (spec.route), if any. */
+  routed?: { dst: string; gateway: string };
 }
 
 export interface Attachment {
@@ -113,7 +123,7 @@ async function deleteVeth(host: Netlink, hostVeth: string): Promise<void> {
 /** IFLA_LINK of a veth: the peer's ifindex (in the peer's netns). */
 async function peerIndexOf(sock: Netlink, name: string): Promise<number | undefined> {
   try {
-    const [m] = await sock.getLink({}, { ifname: name });
+    const [m] = await sock.getLink({}, { ifname: name, extMask: SKIP_STATS });
     const link = m?.attrs.link;
     return link && link.length >= 4 ? link.readUInt32LE(0) : undefined;
   } catch {
@@ -165,23 +175,24 @@ export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
   // Start over; deleting the host side removes the pod side too.
   await deleteVeth(host, hostVeth);
   const fd = openNetnsFd(s.netns);
-  let hv: LinkInfo;
+  const hostMac = hostVethMacFor(hostVeth);
   try {
-    hv = await createVeth(host, {
-      hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac, master: bridge.index, up: true,
+    await createVethPair(host, {
+      hostName: hostVeth, peerName: s.ifName, peerNetnsFd: fd, mtu: s.mtu, peerMac: s.mac, hostMac, master: bridge.index, up: true,
     });
   } finally {
     fs.closeSync(fd);
   }
   try {
-    await withNetns(s.netns, async (pod) => {
-      const lo = await getLink(pod, 'lo');
-      if (lo) await setUp(pod, lo);
-      const eth = await getLink(pod, s.ifName);
+    const routed = await withNetns(s.netns, async (pod) => {
+      const [lo, eth] = await Promise.all([getLink(pod, 'lo'), getLink(pod, s.ifName)]);
       if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
-      await setUp(pod, eth);
+      await Promise.all([lo && setUpOffThread(pod, lo), setUpOffThread(pod, eth)]);
+      if (!s.route) return undefined;
+      const dst = await podRoute(pod, eth.index, s.ifName, s.route);
+      return { dst, gateway: s.route.gateway };
     });
-    return { spec: s, hostVeth, hostIndex: hv.index, hostMac: hv.mac!, bridgeIndex: bridge.index, reused: false };
+    return { spec: s, hostVeth, hostMac, bridgeIndex: bridge.index, reused: false, ...(routed ? { routed } : {}) };
   } catch (e) {
     await deleteVeth(host, hostVeth).catch(() => undefined);
     throw e;
@@ -218,26 +229,46 @@ export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gat
   const s = p.spec;
   const bridgeName = s.bridge ?? BRIDGE_NAME;
   try {
-    const [mac, routeDst] = await withNetns(s.netns, async (pod) => {
-      const eth = await getLink(pod, s.ifName);
-      if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
-      await ensureAddress(pod, eth.index, `${a.ip}/32`);
-      const links: LinkIndex = new Map([[s.ifName, eth.index]]);
-      const defaultElsewhere = a.poolCidr !== undefined
-        && (await listRoutes(pod, { protocol: 'any' })).some((r) => r.dst === '0.0.0.0/0' && r.dev !== s.ifName);
-      const dst = defaultElsewhere ? a.poolCidr! : '0.0.0.0/0';
-      await replaceRoute(pod, links, { dst, dev: s.ifName, via: a.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
-      return [eth.mac!, dst] as const;
-    });
-    const bridgeIndex: LinkIndex = new Map([[bridgeName, p.bridgeIndex]]);
-    await replaceRoute(host, bridgeIndex, { dst: `${a.ip}/32`, dev: bridgeName });
-    // A restarted pod keeps its IP but not its MAC: drop the host's cached one.
-    await deleteNeigh(host, bridgeIndex, { ip: a.ip, dev: bridgeName, mac: '' });
+    // The pod's side and the host's side are independent: both at once.
+    const [pod, hostSide] = await Promise.allSettled([
+      withNetns(s.netns, async (pod) => {
+        const eth = await getLink(pod, s.ifName);
+        if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
+        // A pair plugged by this ADD has no address yet: no need to list them first.
+        await ensureAddress(pod, eth.index, `${a.ip}/32`, { fresh: !p.reused });
+        const pre = p.routed;
+        const dst = pre && pre.gateway === a.gateway && (pre.dst === '0.0.0.0/0' || pre.dst === a.poolCidr)
+          ? pre.dst
+          : await podRoute(pod, eth.index, s.ifName, { gateway: a.gateway, poolCidr: a.poolCidr });
+        return [eth.mac!, dst] as const;
+      }),
+      (async () => {
+        const bridgeIndex: LinkIndex = new Map([[bridgeName, p.bridgeIndex]]);
+        await replaceRoute(host, bridgeIndex, { dst: `${a.ip}/32`, dev: bridgeName });
+        // A restarted pod keeps its IP but not its MAC: drop the host's cached one.
+        await deleteNeigh(host, bridgeIndex, { ip: a.ip, dev: bridgeName, mac: '' });
+      })(),
+    ]);
+    if (pod.status === 'rejected') throw pod.reason;
+    if (hostSide.status === 'rejected') throw hostSide.reason;
+    const [mac, routeDst] = pod.value;
     return { hostVeth: p.hostVeth, hostMac: p.hostMac, mac, sandbox: s.netns, reused: p.reused, routeDst };
   } catch (e) {
     await deleteVeth(host, p.hostVeth).catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * The pod's route via the gateway: the default route, unless another
+ * interface of the pod has it (then just the pool's CIDR); returns its dst.
+ */
+async function podRoute(pod: Netlink, index: number, ifName: string, r: { gateway: string; poolCidr?: string }): Promise<string> {
+  const defaultElsewhere = r.poolCidr !== undefined && await defaultRouteElsewhere(pod, index);
+  const dst = defaultElsewhere ? r.poolCidr! : '0.0.0.0/0';
+  const links: LinkIndex = new Map([[ifName, index]]);
+  await replaceRoute(pod, links, { dst, dev: ifName, via: r.gateway, onlink: true }, { protocol: POD_ROUTE_PROTO });
+  return dst;
 }
 
 export async function attachPod(host: Netlink, s: AttachSpec): Promise<Attachment> {
@@ -263,7 +294,10 @@ export async function detachPod(
   const hostVeth = vethNameFor(s.containerId, s.ifName);
   const hv = await getLink(host, hostVeth);
   if (hv && (hv.up || hv.master)) {
-    await nlGone(`retire ${hostVeth}`, host.setLink({ index: hv.index, flags: {}, change: { up: true } }, { master: 0 }));
+    // Off the JS thread where possible: leaving the bridge waits for the kernel's RCU.
+    const op = `retire ${hostVeth}`;
+    const data: rt.Link = { index: hv.index, flags: {}, change: { up: true } };
+    await nlGone(op, requestOffThread(host, op, linkRequest(RTM_SETLINK, data, { master: 0 })) ?? host.setLink(data, { master: 0 }));
   }
   if (s.ip) {
     const dev = s.bridge ?? BRIDGE_NAME;

@@ -7,13 +7,13 @@
 import type { FdbSpec, NeighSpec, RouteSpec } from '../plan';
 import {
   AF_BRIDGE, AF_INET, BERTH_RT_PROTO, REPLACE, RTNH_F_ONLINK, RT_TABLE_MAIN, cidr4, ip4, ip4text, mac, mactext, nl, nlGone,
-  type Netlink, dump } from './nl';
+  type Netlink, dump, SKIP_STATS } from './nl';
 
 /** name -> index, the resolution every write needs. */
 export type LinkIndex = Map<string, number>;
 
 export async function linkIndex(sock: Netlink): Promise<LinkIndex> {
-  const links = await dump(sock, 'list links', () => sock.getLinks());
+  const links = await dump(sock, 'list links', () => sock.getLinks({}, { extMask: SKIP_STATS }));
   return new Map(links.map((l) => [l.attrs.ifname ?? '', l.data.index!]));
 }
 
@@ -91,6 +91,17 @@ export async function listRoutes(sock: Netlink, o: { protocol?: number | 'any'; 
     out.push(r);
   }
   return out;
+}
+
+/**
+ * Whether the main table has an IPv4 default route out of a device other
+ * than ifindex `index`. A route dump alone: unlike listRoutes, no link dump
+ * to name the devices (ADD asks this inside a fresh pod netns).
+ */
+export async function defaultRouteElsewhere(sock: Netlink, index: number): Promise<boolean> {
+  const all = await dump(sock, 'list routes', () => sock.getRoutes({ family: AF_INET }));
+  return all.some(({ data, attrs }) => data.family === AF_INET && (attrs.table ?? data.table) === RT_TABLE_MAIN
+    && (data.dstLen ?? 0) === 0 && attrs.oif !== undefined && attrs.oif !== index);
 }
 
 // --- neighbours (ARP) ---------------------------------------------------------------

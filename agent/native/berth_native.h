@@ -7,6 +7,7 @@ const char *berth_errno_name(int err);
 
 napi_value berth_js_route_socket(napi_env env, napi_callback_info info);
 napi_value berth_js_delete_link_on(napi_env env, napi_callback_info info);
+napi_value berth_js_request_on(napi_env env, napi_callback_info info);
 napi_value berth_js_recv_with_fd(napi_env env, napi_callback_info info);
 
 napi_value berth_js_bpf_map_create(napi_env env, napi_callback_info info);

@@ -134,6 +134,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "routeSocket", fn);
   napi_create_function(env, "deleteLinkOn", NAPI_AUTO_LENGTH, berth_js_delete_link_on, NULL, &fn);
   napi_set_named_property(env, exports, "deleteLinkOn", fn);
+  napi_create_function(env, "requestOn", NAPI_AUTO_LENGTH, berth_js_request_on, NULL, &fn);
+  napi_set_named_property(env, exports, "requestOn", fn);
   napi_create_function(env, "recvWithFd", NAPI_AUTO_LENGTH, berth_js_recv_with_fd, NULL, &fn);
   napi_set_named_property(env, exports, "recvWithFd", fn);
   const struct { const char *name; napi_callback cb; } bpf[] = {

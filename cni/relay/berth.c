@@ -14,8 +14,10 @@
  *   - no agent answer: ADD, CHECK, GC and the rest 11, STATUS 50, and DEL is
  *     journalled (journal.c) for the agent to replay, and succeeds; but a
  *     stdin that is no JSON object is 6 whatever the verb (a retry can't help).
- * Everything is bounded: stdin (RELAY_MAX_STDIN), the connect and the answer
- * (agentConnectTimeoutMs, agentTimeoutMs), the answer's size. Output is one
+ * Everything is bounded: stdin (RELAY_MAX_STDIN), the connect
+ * (agentConnectTimeoutMs), the agent's acknowledgement that it read the
+ * request (agentAcceptTimeoutMs: a wedged agent fails fast), then the answer
+ * (agentTimeoutMs: a slow agent gets its time), the answer's size. Output is one
  * whole write of the answer or one error object, never a part.
  */
 #define _GNU_SOURCE
@@ -152,6 +154,7 @@ static void read_conf(struct relay_conf *c, const buf_t *in) {
   c->journal_dir = path_field(c->root, "journalDir", RELAY_DEFAULT_JOURNAL);
   c->timeout_ms = int_field(c->root, "agentTimeoutMs", 100, 600000, RELAY_DEFAULT_TIMEOUT_MS);
   c->connect_ms = int_field(c->root, "agentConnectTimeoutMs", 10, 600000, RELAY_DEFAULT_CONNECT_MS);
+  c->accept_ms = int_field(c->root, "agentAcceptTimeoutMs", 50, 60000, RELAY_DEFAULT_ACCEPT_MS);
 }
 
 static int version(const struct relay_conf *c) {

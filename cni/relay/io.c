@@ -156,6 +156,22 @@ static int env_block(const char *command, buf_t *env) {
   return 0;
 }
 
+/*
+ * The acknowledgement at the head of what the agent sent: 1 when it is there
+ * (and removed, so ans holds the answer alone), 0 while what came may still
+ * become one. Anything else is an answer without acknowledgement (an agent
+ * refusing a request it could not read answers at once): 1, left as it is.
+ */
+static int take_ack(buf_t *ans) {
+  size_t k = sizeof(RELAY_ACK) - 1;
+  size_t m = ans->n < k ? ans->n : k;
+  if (memcmp(ans->p, RELAY_ACK, m) != 0) return 1;
+  if (ans->n < k) return 0;
+  memmove(ans->p, ans->p + k, ans->n - k);
+  ans->n -= k;
+  return 1;
+}
+
 const char *relay_exchange(const struct relay_conf *c, const char *command, const buf_t *in, int nsfd, int nserr,
                            buf_t *ans, char *why, size_t whylen) {
   ans->p = NULL;
@@ -184,7 +200,13 @@ const char *relay_exchange(const struct relay_conf *c, const char *command, cons
     return why;
   }
   fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
-  long deadline = now_ms() + c->timeout_ms;
+  /* Until the agent acknowledges, only agentAcceptTimeoutMs: a live agent
+   * reads and acknowledges within milliseconds, whatever the work behind the
+   * request; a wedged one (stopped, event loop stuck) never does, and the
+   * kernel's backlog accepted the connection for it. Sending is in this
+   * phase too: a stdin larger than the socket buffer waits for the agent. */
+  long deadline = now_ms() + c->accept_ms;
+  int acked = 0;
 
   buf_t env;
   if (env_block(command, &env)) {
@@ -193,7 +215,7 @@ const char *relay_exchange(const struct relay_conf *c, const char *command, cons
     return why;
   }
   char head[128];
-  int hl = snprintf(head, sizeof(head), "BERTH/2 %zu %zu %d %d\n", env.n, in->n, nsfd >= 0 ? 1 : 0, nserr);
+  int hl = snprintf(head, sizeof(head), RELAY_MAGIC " %zu %zu %d %d\n", env.n, in->n, nsfd >= 0 ? 1 : 0, nserr);
 
   /* The header carries the namespace fd, so the agent gets it with the first bytes it reads. */
   struct iovec iov = { .iov_base = head, .iov_len = (size_t)hl };
@@ -221,7 +243,7 @@ const char *relay_exchange(const struct relay_conf *c, const char *command, cons
   free(env.p);
   if (!ok) {
     close(s);
-    if (e == ETIMEDOUT) snprintf(why, whylen, "no answer within %ld ms", c->timeout_ms);
+    if (e == ETIMEDOUT) snprintf(why, whylen, "no acknowledgement within %ld ms (the agent stopped reading)", c->accept_ms);
     else snprintf(why, whylen, "send: %s", ename(e));
     return why;
   }
@@ -246,6 +268,11 @@ const char *relay_exchange(const struct relay_conf *c, const char *command, cons
     ssize_t n = recv(s, ans->p + ans->n, size - ans->n, 0);
     if (n > 0) {
       ans->n += (size_t)n;
+      if (!acked) acked = take_ack(ans);
+      if (acked) {
+        if (acked == 1) deadline = now_ms() + c->timeout_ms;
+        acked = 2;
+      }
       continue;
     }
     if (n == 0) {
@@ -261,7 +288,8 @@ const char *relay_exchange(const struct relay_conf *c, const char *command, cons
     if (errno == EAGAIN) {
       int w = wait_fd(s, POLLIN, deadline);
       if (w > 0) continue;
-      if (w == 0) snprintf(why, whylen, "no answer within %ld ms", c->timeout_ms);
+      if (w == 0 && !acked) snprintf(why, whylen, "no acknowledgement within %ld ms (agent wedged or stopped)", c->accept_ms);
+      else if (w == 0) snprintf(why, whylen, "no answer within %ld ms", c->timeout_ms);
       else snprintf(why, whylen, "poll: %s", strerror(errno));
       break;
     }

@@ -14,8 +14,16 @@
 #define RELAY_MAX_ANSWER (4u << 20)
 #define RELAY_DEFAULT_SOCKET "/run/berth/agent.sock"
 #define RELAY_DEFAULT_JOURNAL "/var/lib/berth/del-journal"
-#define RELAY_DEFAULT_TIMEOUT_MS 30000
+/* Defaults of agentTimeoutMs, agentConnectTimeoutMs and agentAcceptTimeoutMs;
+ * why these values: docs/cni-config.md "Timeouts". Keep them equal to
+ * common/cni-config.ts DEFAULT_AGENT_*. */
+#define RELAY_DEFAULT_TIMEOUT_MS 25000
 #define RELAY_DEFAULT_CONNECT_MS 2000
+#define RELAY_DEFAULT_ACCEPT_MS 1500
+/* The wire format (common/relay-protocol.ts): the header's magic, and the
+ * line an agent sends as soon as it has read the whole request. */
+#define RELAY_MAGIC "BERTH/3"
+#define RELAY_ACK "BERTH/3 accepted\n"
 #define RELAY_LATEST_VERSION "1.1.0"
 
 typedef struct {
@@ -31,6 +39,7 @@ struct relay_conf {
   const char *journal_dir;
   long timeout_ms;
   long connect_ms;
+  long accept_ms; /* for the agent's acknowledgement, from connect */
 };
 
 /* io.c */

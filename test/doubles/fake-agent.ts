@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { AgentRequest, AgentResponse } from '../../common/agent-protocol';
 import { BerthError } from '../../common/errors';
 import { createLogger } from '../../common/log';
-import { readRequest } from '../../agent/cni-server';
+import { acknowledge, readRequest } from '../../agent/cni-server';
 import { answerRelay } from '../../agent/cni-relay';
 
 /** 'close' drops the connection without answering; 'garbage' answers a non-JSON line. */
@@ -25,6 +25,8 @@ export interface FakeAgent {
   dir: string;
   requests: AgentRequest[];
   respond: Responder;
+  /** Relay requests: acknowledged at once (as the agent does), answered this much later (a slow but alive agent). */
+  answerDelayMs: number;
   close(): Promise<void>;
 }
 
@@ -37,6 +39,7 @@ export async function startFakeAgent(respond: Responder = () => ({ ok: true })):
     dir,
     requests: [],
     respond,
+    answerDelayMs: 0,
     close: () => new Promise<void>((res) => {
       for (const s of open) s.destroy();
       server.close(() => { rmSync(dir, { recursive: true, force: true }); res(); });
@@ -61,7 +64,14 @@ export async function startFakeAgent(respond: Responder = () => ({ ok: true })):
     void readRequest(sock).then(async (r) => {
       if (!r) return;
       let text: string;
-      if (r.kind === 'relay') text = JSON.stringify(await answerRelay(r.frame, r.fd, canned, log));
+      if (r.kind === 'relay') {
+        if (!(await acknowledge(sock, r.frame))) {
+          if (r.fd >= 0) closeSync(r.fd);
+          return;
+        }
+        if (agent.answerDelayMs > 0) await new Promise((res) => setTimeout(res, agent.answerDelayMs));
+        text = JSON.stringify(await answerRelay(r.frame, r.fd, canned, log));
+      }
       else if (r.kind === 'line') text = JSON.stringify(await canned(JSON.parse(r.line) as AgentRequest));
       else {
         if (r.fd >= 0) closeSync(r.fd);

@@ -1,0 +1,38 @@
+/**
+ * Counts CNI requests in progress, so the reconcile loop can let them finish
+ * before a pass takes the JS thread and the kernel's RTNL (reconciler.ts
+ * `yieldTo`). A pass only ever waits a bounded time for it: under a steady
+ * stream of requests it still runs every `maxWaitMs`.
+ */
+export class Activity {
+  private busy = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  /** Runs fn counted as activity. */
+  async during<T>(fn: () => Promise<T>): Promise<T> {
+    this.busy++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.busy === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  get active(): number {
+    return this.busy;
+  }
+
+  /** Resolves once nothing is in progress, or after maxWaitMs, whichever comes first. */
+  settle(maxWaitMs: number): Promise<void> {
+    if (this.busy === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, maxWaitMs);
+      const waiter = () => done();
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.idleWaiters.push(waiter);
+    });
+  }
+}
