@@ -72,6 +72,11 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")');
 
 async function main(): Promise<void> {
+  // libuv's pool (4 threads by default) carries the agent's slow netlink
+  // requests (veth creation and deletion wait on the kernel's RTNL and RCU)
+  // besides its file I/O; a burst of DELs must not queue a journal read
+  // behind four veth deletions. Read when the pool starts, which is later.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   // `berth-agent install-cni …`: the node install step (agent/install-cni.ts).
   if (process.argv[2] === 'install-cni') return runInstallCni(process.argv.slice(3));
   program.parse();
