@@ -131,19 +131,24 @@ async function peerIndexOf(sock: Netlink, name: string): Promise<number | undefi
   }
 }
 
-/** The host veth and the pod interface exist and are each other's peer. */
-async function intactPair(host: Netlink, hostVeth: string, s: PlugSpec): Promise<boolean> {
+/**
+ * intact: the host veth and the pod interface exist and are each other's
+ * peer; absent: there is no link by the host veth's name; other: there is
+ * one, but not that pair (to be deleted before a new pair takes the name).
+ */
+async function pairState(host: Netlink, hostVeth: string, s: PlugSpec): Promise<'intact' | 'absent' | 'other'> {
   const hv = await getLink(host, hostVeth);
-  if (!hv || hv.kind !== 'veth') return false;
+  if (!hv) return 'absent';
+  if (hv.kind !== 'veth') return 'other';
   const hvPeer = await peerIndexOf(host, hostVeth);
   try {
     return await withNetns(s.netns, async (pod) => {
       const eth = await getLink(pod, s.ifName);
-      if (!eth || eth.kind !== 'veth') return false;
-      return hvPeer === eth.index && (await peerIndexOf(pod, s.ifName)) === hv.index;
+      if (!eth || eth.kind !== 'veth') return 'other';
+      return hvPeer === eth.index && (await peerIndexOf(pod, s.ifName)) === hv.index ? 'intact' : 'other';
     });
   } catch {
-    return false;
+    return 'other';
   }
 }
 
@@ -167,13 +172,13 @@ const POD_ROUTE_PROTO = 3;
  */
 export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
   const bridgeName = s.bridge ?? BRIDGE_NAME;
-  const bridge = await getLink(host, bridgeName);
-  if (!bridge) throw new BerthError('TryAgainLater', bridgeName, 'bridge not ready');
   const hostVeth = vethNameFor(s.containerId, s.ifName);
   await reaped(host, hostVeth);
-  if (await intactPair(host, hostVeth, s)) return reusePair(host, hostVeth, bridge.index, s);
+  const [bridge, pair] = await Promise.all([getLink(host, bridgeName), pairState(host, hostVeth, s)]);
+  if (!bridge) throw new BerthError('TryAgainLater', bridgeName, 'bridge not ready');
+  if (pair === 'intact') return reusePair(host, hostVeth, bridge.index, s);
   // Start over; deleting the host side removes the pod side too.
-  await deleteVeth(host, hostVeth);
+  if (pair === 'other') await deleteVeth(host, hostVeth);
   const fd = openNetnsFd(s.netns);
   const hostMac = hostVethMacFor(hostVeth);
   try {
