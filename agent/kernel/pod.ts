@@ -66,6 +66,8 @@ export interface Plugged {
   reused: boolean;
   /** The pod route set while plugging (spec.route), if any. */
   routed?: { dst: string; gateway: string };
+  /** The pod interface as a fresh plug left it (addressPod need not look it up again). */
+  pod?: { index: number; mac: string };
 }
 
 export interface Attachment {
@@ -189,15 +191,16 @@ export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
     fs.closeSync(fd);
   }
   try {
-    const routed = await withNetns(s.netns, async (pod) => {
+    const plugged = await withNetns(s.netns, async (pod) => {
       const [lo, eth] = await Promise.all([getLink(pod, 'lo'), getLink(pod, s.ifName)]);
       if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
       await Promise.all([lo && setUpOffThread(pod, lo), setUpOffThread(pod, eth)]);
-      if (!s.route) return undefined;
+      const podIf = { index: eth.index, mac: eth.mac! };
+      if (!s.route) return { podIf };
       const dst = await podRoute(pod, eth.index, s.ifName, s.route);
-      return { dst, gateway: s.route.gateway };
+      return { podIf, routed: { dst, gateway: s.route.gateway } };
     });
-    return { spec: s, hostVeth, hostMac, bridgeIndex: bridge.index, reused: false, ...(routed ? { routed } : {}) };
+    return { spec: s, hostVeth, hostMac, bridgeIndex: bridge.index, reused: false, pod: plugged.podIf, ...(plugged.routed ? { routed: plugged.routed } : {}) };
   } catch (e) {
     await deleteVeth(host, hostVeth).catch(() => undefined);
     throw e;
@@ -237,7 +240,7 @@ export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gat
     // The pod's side and the host's side are independent: both at once.
     const [pod, hostSide] = await Promise.allSettled([
       withNetns(s.netns, async (pod) => {
-        const eth = await getLink(pod, s.ifName);
+        const eth = p.pod ?? await getLink(pod, s.ifName);
         if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
         // A pair plugged by this ADD has no address yet: no need to list them first.
         await ensureAddress(pod, eth.index, `${a.ip}/32`, { fresh: !p.reused });
