@@ -9,13 +9,17 @@
  * controller through the Service's variables, with the Secret's token), and a runtime then
  * creates a pod through the plugin and conflist the init container
  * installed. A flag renamed in the code but not in the manifest fails here.
+ * The conflist: the init container (--no-conflist) removes a stale one and
+ * writes none; the agent (--cni-conf-dir) publishes it, with install-cni's
+ * bytes, once it is ready, and withdraws it when it gets SIGTERM.
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniRuntime } from '../demo/runtime';
+import { conflistText } from '../agent/install-cni';
 import { podRoundTrip } from './harness/plugin';
 import { startCluster } from '../sim/cluster';
 import { eventually } from '../sim/eventually';
@@ -81,11 +85,18 @@ test('the Deployment\'s controller, the DaemonSet\'s install-cni and agent run a
   children.push(ctlChild);
   await ready(ctlChild, cSpec.containers[0], 'the controller');
 
+  // A conflist an earlier install (or a SIGKILLed agent) left on the node.
+  const conflist = join(root, 'etc/cni/net.d/10-berth.conflist');
+  mkdirSync(join(root, 'etc/cni/net.d'), { recursive: true });
+  writeFileSync(conflist, '{"stale":true}\n');
+
   t.is(podSpec.initContainers.length, 1);
   const init = containerProcess(podSpec, podSpec.initContainers[0], node);
   const initChild = run(h.sim.name, init.argv, init.env, log);
   const initCode = await new Promise<number | null>((r) => initChild.once('exit', (code) => r(code)));
   t.is(initCode, 0, readFileSync(log, 'utf8'));
+  t.true(existsSync(join(root, 'opt/cni/bin/berth')), 'the init container installed the plugin');
+  t.false(existsSync(conflist), 'the init container leaves no conflist: no network until the agent is ready');
 
   t.is(podSpec.containers.length, 1);
   const agent = containerProcess(podSpec, podSpec.containers[0], node);
@@ -94,7 +105,20 @@ test('the Deployment\'s controller, the DaemonSet\'s install-cni and agent run a
   // The manifest's readiness probe, run where kubelet would (the node's network namespace).
   await ready(agentChild, podSpec.containers[0], 'the agent');
 
-  const rt = new CniRuntime(join(root, 'opt/cni/bin'), join(root, 'etc/cni/net.d/10-berth.conflist'));
+  // Ready: the agent published the conflist, pointing at its own socket and journal as the manifest gives them.
+  await eventually(() => { if (!existsSync(conflist)) throw new Error('no conflist'); }, { what: 'the agent to publish the conflist' });
+  t.is(readFileSync(conflist, 'utf8'), conflistText({
+    cniVersion: '1.0.0', network: 'berth', pool: config.data.pool, chain: [],
+    agentSocket: join(root, 'run/berth/agent.sock'), journalDir: join(root, 'var/lib/berth/del-journal'),
+  }));
+
+  const rt = new CniRuntime(join(root, 'opt/cni/bin'), conflist);
   const result = await podRoundTrip(t, c, rt, h, 'web-0', 'manifest0123');
   t.true(String(result.ips[0].address).startsWith('198.18.41.'), result.ips[0].address);
+
+  // SIGTERM, as kubelet stops the container: the conflist is gone once the agent has exited.
+  const exited = new Promise((r) => agentChild.once('exit', r));
+  agentChild.kill('SIGTERM');
+  await exited;
+  t.false(existsSync(conflist), 'the stopped agent withdrew the conflist');
 });
