@@ -16,7 +16,8 @@ import { DEFAULT_VNI } from '../common/records';
 import { Agent } from './daemon';
 import { parseCidrList } from './firewall';
 import { runInstallCni } from './install-cni-cli';
-import { addConflistOptions, nameArg } from './cni-flags';
+import { absoluteArg, addConflistOptions, nameArg } from './cni-flags';
+import { useProcSysNet } from './kernel';
 
 const vni = (v: string) => {
   const n = Number(v);
@@ -66,7 +67,8 @@ const program = addConflistOptions(oneLineErrors(addEtcdOptions(new Command('ber
   .option('--pass-publish-every <s>', 'publish the last reconcile pass time in the alive key at most this often (berthctl status)', positiveInt, 30)
   .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1')
   .option('--no-masquerade <cidr,...>', 'destinations pods reach with their own source address (no SNAT to the underlay address); repeatable', cidrs)
-  .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")'),
+  .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")')
+  .option('--proc-sys-net <dir>', 'the host\'s /proc/sys/net, where the agent writes its net sysctls: in a container that is not privileged (/proc/sys read-only), a writable hostPath mount of it (docs/kubernetes.md "Privileges")', absoluteArg, '/proc/sys/net'),
 // --cni-conf-dir turns publication on: the conflist is there only while the agent is ready (docs/kubernetes.md).
 { confDir: '--cni-conf-dir', binDir: '--cni-bin-dir', network: '--cni-network', cniVersion: '--cni-version' }, ['confDir']);
 
@@ -86,6 +88,7 @@ async function main(): Promise<void> {
       program.error(`error: BERTH_NO_MASQUERADE: ${(e as Error).message}`);
     }
   }
+  useProcSysNet(o.procSysNet);
   const isolation = o.isolation !== false && process.env.BERTH_ISOLATION !== '0';
   const controllerTls = o.ca || o.cert || o.key ? { caFile: o.ca, certFile: o.cert, keyFile: o.key } : undefined;
   checkClientTls(o.controller, controllerTls);
