@@ -85,3 +85,32 @@ test('the conflist is in the conf dir exactly while the agent is ready', async (
   t.deepEqual([after.ino, after.mtimeNs], [before.ino, before.mtimeNs], 'already right: not rewritten');
   t.false(c.logs(h).slice(from).some((l) => l.msg === 'cni conflist published' || l.msg === 'cni conflist withdrawn'));
 });
+
+test('a rolling update: while an agent is stopped its node has no conflist, and its pods keep talking to other hosts\' pods', async (t) => {
+  const c = await startCluster({ hosts: 2, poolCidr: '198.18.47.0/24' });
+  t.teardown(() => c.teardown());
+  const [h1, h2] = c.hosts;
+  const confDir = join(c.dir, 'node1/etc/cni/net.d');
+  mkdirSync(confDir, { recursive: true });
+  const args = ['--cni-conf-dir', confDir, '--cni-bin-dir', join(c.dir, 'node1/opt/cni/bin')];
+  await c.stopAgent(h1);
+  await c.startAgent(h1, { args });
+  const a = await c.plumbPod(h1, 'upgrade-a');
+  const b = await c.plumbPod(h2, 'upgrade-b');
+  await c.waitConverged();
+  const talk = (what: string) => eventually(() => {
+    if (!c.ping(a.ns, b.ip) || !c.ping(b.ns, a.ip)) throw new Error('no echo');
+  }, { timeoutMs: 10_000, what });
+  await talk('a <-> b before');
+
+  // The DaemonSet controller deletes the old pod (SIGTERM) ...
+  await c.stopAgent(h1, 'SIGTERM');
+  t.false(existsSync(join(confDir, '10-berth.conflist')), 'the node reports its network not ready');
+  await talk('a <-> b with no agent on host-1: existing pods keep working');
+  // ... and starts the new one.
+  await c.startAgent(h1, { args });
+  await published(join(confDir, '10-berth.conflist'));
+  await talk('a <-> b after');
+});
+
+const published = (file: string) => eventually(() => { if (!existsSync(file)) throw new Error('no conflist'); }, { timeoutMs: 15_000, what: 'the conflist' });
