@@ -8,6 +8,7 @@
  * default come from here, so the two cannot drift apart.
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { SUPPORTED_VERSIONS, isSupportedVersion } from '../common/cni-version';
 import { NAME_RE } from '../common/keys';
 import { DEFAULT_BIN_DIR, DEFAULT_CNI_VERSION, DEFAULT_CONF_DIR } from './install-cni';
 
@@ -21,13 +22,18 @@ export const absoluteArg = (v: string): string => {
   return v;
 };
 
+const cniVersionArg = (v: string): string => {
+  if (!isSupportedVersion(v)) throw new InvalidArgumentError(`not a CNI version berth supports (${SUPPORTED_VERSIONS.join(', ')})`);
+  return v;
+};
+
 interface Spec { arg: string; about: string; parse?: (v: string) => string; default?: string }
 
 /** The settings, keyed by the option value's name (commander's camelCase of the flag). */
 const SPECS = {
   binDir: { arg: '<dir>', about: 'the runtime\'s CNI plugin directory (chained portmap and bandwidth are added when their binaries are here)', parse: absoluteArg, default: DEFAULT_BIN_DIR },
   confDir: { arg: '<dir>', about: 'the runtime\'s CNI configuration directory', parse: absoluteArg, default: DEFAULT_CONF_DIR },
-  cniVersion: { arg: '<v>', about: 'cniVersion of the conflist (1.0.0: libcni < 1.2 rejects 1.1.0 results)', default: DEFAULT_CNI_VERSION },
+  cniVersion: { arg: '<v>', about: 'cniVersion of the conflist (1.0.0: libcni < 1.2 rejects 1.1.0 results)', parse: cniVersionArg, default: DEFAULT_CNI_VERSION },
   network: { arg: '<name>', about: 'the network name in the conflist', default: 'berth' },
 } satisfies Record<string, Spec>;
 export type ConflistSetting = keyof typeof SPECS;

@@ -12,7 +12,8 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'nod
 import { join } from 'node:path';
 import { CniRuntime } from '../demo/runtime';
 import { conflistText } from '../agent/install-cni';
-import { startCluster } from '../sim/cluster';
+import { spawnSync } from 'node:child_process';
+import { AGENT_MAIN, startCluster } from '../sim/cluster';
 import { eventually } from '../sim/eventually';
 import { get } from '../sim/prom';
 import { podRoundTrip } from './harness/plugin';
@@ -37,6 +38,12 @@ test('the conflist is in the conf dir exactly while the agent is ready', async (
   const readyz = async () => (await get(h.metricsUrl, '/readyz').catch(() => ({ status: 0 }))).status;
   const published = (what: string) => eventually(() => { if (!existsSync(file)) throw new Error('no conflist'); }, { timeoutMs: 15_000, what });
   const withdrawn = (what: string) => eventually(() => { if (existsSync(file)) throw new Error('conflist still there'); }, { timeoutMs: 15_000, what });
+
+  // A cniVersion berth can't write: one line, non-zero exit, before anything is touched.
+  const bad = spawnSync('ip', ['netns', 'exec', h.sim.name, process.execPath, AGENT_MAIN, '--underlay-ip', h.sim.underlayIp, ...args, '--cni-version', '9.9.9'], { encoding: 'utf8' });
+  t.not(bad.status, 0, bad.stderr);
+  t.regex(bad.stderr, /^error: option '--cni-version <v>' argument '9\.9\.9' is invalid\. not a CNI version berth supports \([0-9., ]+\)\n$/);
+  t.false(existsSync(file));
 
   // Not ready (its pool doesn't exist yet): no conflist.
   let from = c.logs(h).length;
