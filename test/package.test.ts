@@ -74,3 +74,20 @@ test('the packaged tree installs its own relay, which is static, and its agent s
   t.true(maps.includes(join(tree, 'node_modules/netlink')), 'the tree\'s netlink binding is loaded');
   t.false(maps.includes(join(ROOT, 'agent/native')) || maps.includes(join(ROOT, 'node_modules')), 'nothing from the checkout');
 });
+
+test('the Containerfile runs scripts that exist, puts the tree where the manifests run it, and the manifests name the version image.sh tags', (t) => {
+  const cf = readFileSync(join(ROOT, 'Containerfile'), 'utf8');
+  const scripts = [...cf.matchAll(/scripts\/([a-z0-9-]+\.sh)/g)].map((m) => m[1]);
+  t.true(scripts.includes('package.sh') && scripts.includes('build.sh'));
+  for (const s of scripts) t.true(existsSync(join(ROOT, 'scripts', s)), `scripts/${s}`);
+  t.regex(cf, /^COPY --from=build \/out\/opt\/berth \/opt\/berth$/m);
+  t.regex(cf, /scripts\/package\.sh \/out\/opt\/berth/);
+  const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version;
+  const yaml = readFileSync(join(ROOT, 'deploy/kubernetes/base/agent.yaml'), 'utf8') + readFileSync(join(ROOT, 'deploy/kubernetes/base/controller.yaml'), 'utf8');
+  const images = [...yaml.matchAll(/image: (\S+)/g)].map((m) => m[1]);
+  t.true(images.length >= 3);
+  for (const i of images) t.is(i, `berth:${version}`);
+  const commands = [...yaml.matchAll(/command: \[node, (\S+?)[,\]]/g)].map((m) => m[1]);
+  t.is(commands.length, images.length, 'every container runs node on a file of the image');
+  for (const cmd of commands) t.true(cmd.startsWith('/opt/berth/dist/') && existsSync(join(ROOT, cmd.slice('/opt/berth/'.length))), cmd);
+});
