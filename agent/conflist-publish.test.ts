@@ -88,3 +88,15 @@ test('publisher: stop() withdraws even while the checks still hold, and later pa
   t.is(n.p.sync(), 'withdraw');
   t.deepEqual(readdirSync(n.confDir), []);
 });
+
+test('publisher: a conf dir it cannot write to is one warning while it lasts, and publication follows once it can', (t) => {
+  const lines: string[] = [];
+  const n = node(t, { ready: true }, { lines });
+  rmSync(n.confDir, { recursive: true });
+  for (let i = 0; i < 3; i++) n.p.sync();
+  t.deepEqual(lines.map((l) => JSON.parse(l).msg), ['cni conflist publication failed']);
+  mkdirSync(n.confDir);
+  n.p.sync();
+  t.is(readFileSync(n.file, 'utf8'), conflistText({ ...inputs, chain: [] }));
+  t.deepEqual(lines.map((l) => JSON.parse(l).msg), ['cni conflist publication failed', 'cni conflist published']);
+});

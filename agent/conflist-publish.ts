@@ -66,6 +66,8 @@ export class ConflistPublisher {
   private stopping = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
+  /** The last failure logged, so a failure that persists is one line, not one a second. */
+  private lastError: string | undefined;
 
   constructor(private readonly o: PublisherOptions) {
     this.path = join(o.confDir, CONFLIST_NAME);
@@ -95,8 +97,11 @@ export class ConflistPublisher {
       if (step === 'withdraw' && removeConflist(this.o.confDir).length) {
         this.o.log.info('cni conflist withdrawn', { path: this.path, why: this.stopping ? 'stopping' : Object.keys(checks).filter((k) => !checks[k]) });
       }
+      this.lastError = undefined;
     } catch (e) {
-      this.o.log.warn('cni conflist publication failed', { path: this.path, step, error: castError(e).details ?? castError(e).message });
+      const error = castError(e).details ?? castError(e).message;
+      if (error !== this.lastError) this.o.log.warn('cni conflist publication failed', { path: this.path, step, error });
+      this.lastError = error;
     }
     return step;
   }
