@@ -7,14 +7,15 @@ import { createLogger, silentLogger } from '../common/log';
 import { ConflistPublisher, publishStep } from './conflist-publish';
 import { CONFLIST_NAME, conflistText } from './install-cni';
 
-test('publishStep (property): stopping always withdraws; ready publishes; unready withdraws once ready before or past the grace, else leaves', (t) => {
+test('publishStep (property): stopping always withdraws; ready publishes; once ready, only serving keeps it; before, unready withdraws past the grace, else leaves', (t) => {
   fc.assert(fc.property(
-    fc.record({ ready: fc.boolean(), everReady: fc.boolean(), stopping: fc.boolean(), sinceStartMs: fc.nat(100_000), startGraceMs: fc.nat(100_000) }),
+    fc.record({ ready: fc.boolean(), serving: fc.boolean(), everReady: fc.boolean(), stopping: fc.boolean(), sinceStartMs: fc.nat(100_000), startGraceMs: fc.nat(100_000) }),
     (s) => {
       const step = publishStep(s);
       if (s.stopping) return step === 'withdraw';
       if (s.ready) return step === 'publish';
-      return step === ((s.everReady || s.sinceStartMs >= s.startGraceMs) ? 'withdraw' : 'leave');
+      if (s.everReady) return step === (s.serving ? 'publish' : 'withdraw');
+      return step === (s.sinceStartMs >= s.startGraceMs ? 'withdraw' : 'leave');
     },
   ));
   t.pass();
@@ -23,7 +24,7 @@ test('publishStep (property): stopping always withdraws; ready publishes; unread
 const inputs = { cniVersion: '1.0.0', network: 'berth', pool: 'default', agentSocket: '/run/berth/agent.sock', journalDir: '/var/lib/berth/del-journal' };
 const ident = (p: string) => { const s = statSync(p, { bigint: true }); return [s.ino, s.mtimeNs]; };
 
-function node(t: ExecutionContext, checks: Record<string, boolean>, o: { startGraceMs?: number; lines?: string[] } = {}) {
+function node(t: ExecutionContext, checks: Record<string, boolean> & { cniSocket?: boolean }, o: { startGraceMs?: number; lines?: string[] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'berth-publish-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const confDir = join(dir, 'net.d');
@@ -32,11 +33,11 @@ function node(t: ExecutionContext, checks: Record<string, boolean>, o: { startGr
   mkdirSync(binDir);
   let now = 0;
   const log = o.lines ? createLogger({}, { write: (l) => o.lines!.push(l) }) : silentLogger;
-  const p = new ConflistPublisher({ confDir, binDir, inputs, readiness: () => checks, log, now: () => now, startGraceMs: o.startGraceMs ?? 1000 });
+  const p = new ConflistPublisher({ confDir, binDir, inputs, readiness: () => checks, serving: () => checks.cniSocket ?? true, log, now: () => now, startGraceMs: o.startGraceMs ?? 1000 });
   return { p, confDir, binDir, file: join(confDir, CONFLIST_NAME), advance: (ms: number) => { now += ms; } };
 }
 
-test('publisher: nothing before ready; exactly conflistText once ready; a second pass rewrites nothing; unready withdraws only our file', (t) => {
+test('publisher: nothing before ready; exactly conflistText once ready; a second pass rewrites nothing; a lost registration keeps it (one warning); not serving withdraws only our file', (t) => {
   const checks = { registered: false, cniSocket: false };
   const lines: string[] = [];
   const n = node(t, checks, { lines });
@@ -54,11 +55,16 @@ test('publisher: nothing before ready; exactly conflistText once ready; a second
   n.p.sync();
   t.is(readFileSync(n.file, 'utf8'), conflistText({ ...inputs, chain: ['portmap'] }), 'a portmap installed later is chained');
   checks.registered = false;
+  t.is(n.p.sync(), 'publish', 'etcd lost: every node would go NotReady at once, and its pods be evicted');
+  t.is(n.p.sync(), 'publish');
+  t.true(readdirSync(n.confDir).includes(CONFLIST_NAME));
+  checks.cniSocket = false;
   t.is(n.p.sync(), 'withdraw');
   t.deepEqual(readdirSync(n.confDir), ['05-other.conflist']);
   const logged = lines.map((l) => JSON.parse(l));
-  t.deepEqual(logged.map((l) => l.msg), ['cni conflist published', 'cni conflist published', 'cni conflist withdrawn']);
-  t.deepEqual(logged[2].why, ['registered']);
+  t.deepEqual(logged.map((l) => l.msg), ['cni conflist published', 'cni conflist published', 'agent not ready, still serving CNI: conflist kept', 'cni conflist withdrawn']);
+  t.deepEqual(logged[2].failing, ['registered']);
+  t.is(logged[3].why, 'not serving');
 });
 
 test('publisher: a file left by an earlier agent stays untouched through a start within the grace, and is withdrawn past it', (t) => {

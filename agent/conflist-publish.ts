@@ -6,8 +6,15 @@
  * "a conflist loaded". Left in place by an init container, the conflist
  * keeps a node Ready while its agent is down, and pods keep being scheduled
  * there to fail. So, as production CNIs do, the agent writes it once it is
- * ready and removes it when it stops serving or goes unready; the runtime
- * then reports NetworkPluginNotReady and the node goes NotReady.
+ * ready and removes it when it stops serving; the runtime then reports
+ * NetworkPluginNotReady and the node goes NotReady.
+ *
+ * Once published, only the CNI socket matters (`serving`), not the rest of
+ * /readyz. Losing etcd (or the registration with it) is a Berth
+ * control-plane outage that every node sees at once, while pods keep
+ * working: withdrawing then would make every node NotReady, and after the
+ * node lifecycle controller's 300 s every pod in the cluster would be
+ * evicted. ADD answers 11 (try again) and DEL journals meanwhile.
  *
  * - `publishStep` is pure: readiness and the start history give what the
  *   conf dir should hold.
@@ -28,7 +35,10 @@ import { CHAINABLE, CONFLIST_NAME, conflistText, removeConflist, writeIfDifferen
 export type PublishStep = 'publish' | 'withdraw' | 'leave';
 
 export interface PublishState {
+  /** Every readiness check holds (what the first publication waits for). */
   ready: boolean;
+  /** The CNI socket is serving (what keeps a publication). */
+  serving: boolean;
   /** The agent has been ready at least once since it started. */
   everReady: boolean;
   /** The agent is stopping (SIGTERM/SIGINT, or a failed start). */
@@ -41,7 +51,8 @@ export interface PublishState {
 export function publishStep(s: PublishState): PublishStep {
   if (s.stopping) return 'withdraw';
   if (s.ready) return 'publish';
-  return s.everReady || s.sinceStartMs >= s.startGraceMs ? 'withdraw' : 'leave';
+  if (s.everReady) return s.serving ? 'publish' : 'withdraw';
+  return s.sinceStartMs >= s.startGraceMs ? 'withdraw' : 'leave';
 }
 
 export interface PublisherOptions {
@@ -51,6 +62,8 @@ export interface PublisherOptions {
   inputs: Omit<ConflistInputs, 'chain'>;
   /** The agent's readiness checks (the same /readyz serves). */
   readiness: () => Record<string, boolean>;
+  /** The CNI socket is serving: what keeps a published conflist (see the file comment). */
+  serving: () => boolean;
   /** Re-evaluate this often (default 1000 ms). */
   everyMs?: number;
   /** Before the first ready: leave the conf dir alone this long (default 30 s). */
@@ -66,6 +79,8 @@ export class ConflistPublisher {
   private stopping = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
+  /** The failing checks last logged while the conflist was kept (one line per change, not one a second). */
+  private keptUnready: string | undefined;
   /** The last failure logged, so a failure that persists is one line, not one a second. */
   private lastError: string | undefined;
 
@@ -91,11 +106,15 @@ export class ConflistPublisher {
     const checks = this.o.readiness();
     const ready = Object.values(checks).every(Boolean);
     if (ready) this.everReady = true;
-    const step = publishStep({ ready, everReady: this.everReady, stopping: this.stopping, sinceStartMs: this.now() - this.startedAt, startGraceMs: this.o.startGraceMs ?? 30_000 });
+    const serving = this.o.serving();
+    const step = publishStep({ ready, serving, everReady: this.everReady, stopping: this.stopping, sinceStartMs: this.now() - this.startedAt, startGraceMs: this.o.startGraceMs ?? 30_000 });
+    const failing = Object.keys(checks).filter((k) => !checks[k]).join(',');
+    if (step === 'publish' && !ready && failing !== this.keptUnready) this.o.log.warn('agent not ready, still serving CNI: conflist kept', { path: this.path, failing: failing.split(',') });
+    this.keptUnready = step === 'publish' && !ready ? failing : undefined;
     try {
       if (step === 'publish' && writeIfDifferent(this.path, Buffer.from(this.text()), 0o644)) this.o.log.info('cni conflist published', { path: this.path });
       if (step === 'withdraw' && removeConflist(this.o.confDir).length) {
-        this.o.log.info('cni conflist withdrawn', { path: this.path, why: this.stopping ? 'stopping' : Object.keys(checks).filter((k) => !checks[k]) });
+        this.o.log.info('cni conflist withdrawn', { path: this.path, why: this.stopping ? 'stopping' : !serving ? 'not serving' : Object.keys(checks).filter((k) => !checks[k]) });
       }
       this.lastError = undefined;
     } catch (e) {

@@ -170,7 +170,7 @@ export class Agent {
       this.publisher = new ConflistPublisher({
         confDir: c.confDir, binDir: c.binDir, everyMs: c.everyMs, startGraceMs: c.startGraceMs,
         inputs: { cniVersion: c.cniVersion, network: c.network, pool: o.pool, agentSocket: o.socketPath, journalDir: o.journalDir },
-        readiness: () => this.readiness(), log: this.log.child({ component: 'cni-conf' }),
+        readiness: () => this.readiness(), serving: () => this.readiness().cniSocket, log: this.log.child({ component: 'cni-conf' }),
       });
       this.publisher.text(); // a bad --cni-version fails the start here, not at the first publication
       this.publisher.start();

@@ -3,8 +3,9 @@
  * simulated host: the conflist is in the conf dir exactly while /readyz
  * says ready. Absent while the agent waits for its pool; present, with
  * install-cni's bytes, once it is ready (and a pod is created through it);
- * gone while etcd is frozen past the host lease (registration lost: /readyz
- * 503); back once etcd answers; gone after SIGTERM. An agent restarted after
+ * kept while etcd is frozen past the host lease (registration lost: /readyz
+ * 503, but the agent still serves CNI, and withdrawing on a control-plane
+ * outage would make every node NotReady at once); gone after SIGTERM. An agent restarted after
  * a SIGKILL finds the file right and leaves it alone (same inode, same mtime).
  */
 import test from 'ava';
@@ -37,7 +38,6 @@ test('the conflist is in the conf dir exactly while the agent is ready', async (
   const args = ['--pool', pool, '--cni-conf-dir', confDir, '--cni-bin-dir', binDir];
   const readyz = async () => (await get(h.metricsUrl, '/readyz').catch(() => ({ status: 0 }))).status;
   const published = (what: string) => eventually(() => { if (!existsSync(file)) throw new Error('no conflist'); }, { timeoutMs: 15_000, what });
-  const withdrawn = (what: string) => eventually(() => { if (existsSync(file)) throw new Error('conflist still there'); }, { timeoutMs: 15_000, what });
 
   // A cniVersion berth can't write: one line, non-zero exit, before anything is touched.
   const bad = spawnSync('ip', ['netns', 'exec', h.sim.name, process.execPath, AGENT_MAIN, '--underlay-ip', h.sim.underlayIp, ...args, '--cni-version', '9.9.9'], { encoding: 'utf8' });
@@ -62,16 +62,18 @@ test('the conflist is in the conf dir exactly while the agent is ready', async (
   const result = await podRoundTrip(t, c, new CniRuntime(binDir, file), h, 'web-0', 'publish0123');
   t.true(String(result.ips[0].address).startsWith('198.18.43.'), result.ips[0].address);
 
-  // Unready: etcd frozen past the host lease, so the agent is not registered.
+  // Unready: etcd frozen past the host lease, so the agent is not registered;
+  // it still serves CNI (ADD says try again), so the conflist stays.
   from = c.logs(h).length;
   process.kill(c.etcd.pid, 'SIGSTOP');
   frozen = true;
-  await withdrawn('the conflist withdrawn while the agent is unready');
+  const kept = await c.waitLog(h, (l) => l.msg === 'agent not ready, still serving CNI: conflist kept', { fromLine: from, timeoutMs: 15_000 });
+  t.deepEqual(kept.failing, ['registered']);
   t.is(await readyz(), 503);
-  const why = (await c.waitLog(h, (l) => l.msg === 'cni conflist withdrawn', { fromLine: from })).why;
-  t.deepEqual(why, ['registered']);
+  t.true(existsSync(file), 'kept through a Berth control-plane outage');
+  t.false(c.logs(h).slice(from).some((l) => l.msg === 'cni conflist withdrawn'));
   thaw();
-  await published('the conflist back once the agent is ready again');
+  await eventually(async () => { if ((await readyz()) !== 200) throw new Error('not ready'); }, { timeoutMs: 15_000, what: 'ready again once etcd answers' });
   t.is(readFileSync(file, 'utf8'), conflistText({ cniVersion: '1.0.0', network: 'berth', pool, agentSocket: h.socket, journalDir: h.journalDir, chain: [] }));
 
   // SIGTERM: gone by the time the agent has exited.
