@@ -13,6 +13,9 @@
  *      it also withdraws local pods whose lease moved away meanwhile
  *      (agent/withdraw.ts), so they stop answering before CNI is served
  *   6. CNI socket, then one replay of the DEL journal
+ * With cniConf (--cni-conf-dir), the conflist is in the runtime's conf dir
+ * exactly while readiness() holds (agent/conflist-publish.ts): published
+ * after 6, withdrawn first thing in stop() and whenever a check fails.
  * stop() undoes 6..2 but never revokes the host lease (see registration.ts)
  * and never removes devices or routes: pods keep their network while the
  * agent restarts.
@@ -29,6 +32,7 @@ import type { Host, LeaseView, Pool } from '../common/records';
 import { DEFAULT_VNI } from '../common/records';
 import type { CniServer } from './cni-api';
 import { createCniHandler } from './cni-handlers';
+import { ConflistPublisher } from './conflist-publish';
 import { startCniServer } from './cni-server';
 import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
@@ -76,7 +80,21 @@ export interface AgentOptions {
   metricsListen?: string;
   /** How often at most the alive key is rewritten with the last pass time (registration.ts notePass). */
   passPublishMs?: number;
+  /** Publish the conflist into this conf dir while ready (agent/conflist-publish.ts); off when absent. */
+  cniConf?: CniConfOptions;
   log: Logger;
+}
+
+export interface CniConfOptions {
+  confDir: string;
+  /** Where chained portmap/bandwidth are looked for. */
+  binDir: string;
+  network: string;
+  cniVersion: string;
+  /** Readiness re-evaluated this often (default 1000 ms). */
+  everyMs?: number;
+  /** Before the first ready, a conflist found in place is left alone this long (default 30 s). */
+  startGraceMs?: number;
 }
 
 export interface Underlay {
@@ -139,6 +157,7 @@ export class Agent {
   firstFirewall: FirewallPass | undefined;
   metrics: AgentMetrics | undefined;
   private metricsServer: MetricsServer | undefined;
+  private publisher: ConflistPublisher | undefined;
 
   constructor(readonly o: AgentOptions) {
     this.log = o.log.child({ host: o.host });
@@ -146,6 +165,16 @@ export class Agent {
 
   async start(): Promise<void> {
     const o = this.o;
+    if (o.cniConf) {
+      const c = o.cniConf;
+      this.publisher = new ConflistPublisher({
+        confDir: c.confDir, binDir: c.binDir, everyMs: c.everyMs, startGraceMs: c.startGraceMs,
+        inputs: { cniVersion: c.cniVersion, network: c.network, pool: o.pool, agentSocket: o.socketPath, journalDir: o.journalDir },
+        readiness: () => this.readiness(), serving: () => this.readiness().cniSocket, log: this.log.child({ component: 'cni-conf' }),
+      });
+      this.publisher.text(); // a bad --cni-version fails the start here, not at the first publication
+      this.publisher.start();
+    }
     // First, so /readyz says 503 (and why) through every start step below.
     if (o.metricsListen !== undefined) await this.startMetrics(o.metricsListen);
     await warmThreadPool();
@@ -251,6 +280,7 @@ export class Agent {
       socket: o.socketPath, underlayIp: this.underlay.ip, underlayDev: this.underlay.dev, overlayMtu: overlayMtu(this.underlay.mtu),
       firstPassOps: this.firstPass.ops, firstPassFirewallOps: this.firstFirewall?.ops,
     });
+    this.publisher?.sync(); // now, not at the next tick
     // Replays now, on every new entry (a DEL journalled while the socket was
     // opening must not wait a period), and every resync period for entries
     // that failed (controller down).
@@ -324,6 +354,8 @@ export class Agent {
   async stop(o: { revoke?: boolean } = {}): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    // First: the runtime stops sending pods here before the socket closes.
+    this.publisher?.stop();
     this.journal?.close();
     await this.cni?.close().catch(() => undefined);
     await drainReaping(); // veths DEL retired: finish deleting them

@@ -135,3 +135,15 @@ test('uninstall removes exactly its own two files; foreign plugins and conflists
   t.deepEqual(readdirSync(n.confDir).sort(), ['05-other.conflist', '10-berth.conf']);
   t.deepEqual(uninstallCni(n.opts), [], 'a second uninstall finds nothing to do');
 });
+
+test('install without the conflist: the plugin only, and a conflist of ours left behind is removed; others stay', (t) => {
+  const n = node(t);
+  installCni(n.opts); // an earlier install that wrote it
+  writeFileSync(join(n.confDir, '05-other.conflist'), '{}');
+  const out = installCni({ ...n.opts, conflist: false });
+  t.deepEqual(out.written, []);
+  t.deepEqual(out.removed, [join(n.confDir, CONFLIST_NAME)]);
+  t.deepEqual(readdirSync(n.confDir), ['05-other.conflist']);
+  t.is(statSync(join(n.binDir, 'berth')).mode & 0o7777, 0o755);
+  t.deepEqual(installCni({ ...n.opts, conflist: false }).removed, [], 'a rerun finds nothing to do');
+});

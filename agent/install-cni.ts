@@ -9,6 +9,10 @@
  *   binary, and a rerun with the same inputs touches nothing (same inode,
  *   same mtime).
  * - `uninstallCni` removes exactly the two files it owns.
+ * - With `conflist: false` (`--no-conflist`) only the plugin is installed,
+ *   and a conflist of ours left in the conf dir is removed: the agent
+ *   publishes it itself once it is ready (agent/conflist-publish.ts), and
+ *   until then the runtime must see no Berth network.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync, chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -52,11 +56,15 @@ export interface InstallOptions extends Omit<ConflistInputs, 'chain'> {
   source: string;
   binDir: string;
   confDir: string;
+  /** false: install the plugin only, and remove our conflist if one is there (default true). */
+  conflist?: boolean;
 }
 
 export interface InstallOutcome {
   /** Paths written by this run (empty when everything already matched). */
   written: string[];
+  /** Paths removed by this run (a conflist of ours, with conflist: false). */
+  removed?: string[];
   /** Chained plugins found in the bin dir. */
   chain: Chainable[];
 }
@@ -76,6 +84,7 @@ export function installCni(o: InstallOptions): InstallOutcome {
   const text = conflistText({ ...o, chain });
   const written: string[] = [];
   if (replaceIfDifferent(join(o.binDir, PLUGIN_NAME), plugin, 0o755)) written.push(join(o.binDir, PLUGIN_NAME));
+  if (o.conflist === false) return { written, chain, removed: removeConflist(o.confDir) };
   // The conflist last: a runtime that sees it finds the binary in place.
   if (replaceIfDifferent(join(o.confDir, CONFLIST_NAME), Buffer.from(text), 0o644)) written.push(join(o.confDir, CONFLIST_NAME));
   return { written, chain };
@@ -137,4 +146,19 @@ function replaceIfDifferent(path: string, data: Buffer, mode: number): boolean {
     closeSync(dfd);
   }
   return true;
+}
+
+/** `replaceIfDifferent` for the agent's conflist publication: same atomic write, same no-op when the bytes match. */
+export const writeIfDifferent = replaceIfDifferent;
+
+/** Removes `<confDir>/10-berth.conflist` if it is there, nothing else; returns the paths removed. */
+export function removeConflist(confDir: string): string[] {
+  const p = join(confDir, CONFLIST_NAME);
+  try {
+    rmSync(p);
+    return [p];
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new BerthError('InvalidConfig', p, `cannot remove: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }

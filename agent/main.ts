@@ -11,22 +11,20 @@ import { DEFAULT_AGENT_SOCKET } from '../common/agent-protocol';
 import { checkClientTls } from '../common/controller-client';
 import { addEtcdOptions, etcdConnectionFrom, jsonWarnings, oneLineErrors, positiveInt, readTokenFile } from '../common/daemon-cli';
 import { castError } from '../common/errors';
-import { NAME_RE } from '../common/keys';
 import { createLogger } from '../common/log';
 import { DEFAULT_VNI } from '../common/records';
 import { Agent } from './daemon';
 import { parseCidrList } from './firewall';
 import { runInstallCni } from './install-cni-cli';
+import { absoluteArg, addConflistOptions, nameArg } from './cni-flags';
+import { useProcSysNet } from './kernel';
 
 const vni = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 0xffffff) throw new InvalidArgumentError('must be 1..16777215');
   return n;
 };
-const name = (v: string) => {
-  if (!NAME_RE.test(v)) throw new InvalidArgumentError('must be lower-case letters, digits, ".", "_" or "-"');
-  return v;
-};
+const name = nameArg;
 const ipv4 = (v: string) => {
   if (!/^(\d{1,3})(\.\d{1,3}){3}$/.test(v) || v.split('.').some((p) => Number(p) > 255)) throw new InvalidArgumentError('must be an IPv4 address');
   return v;
@@ -48,7 +46,7 @@ const cidrs = (v: string, prev: unknown) => {
   }
 };
 
-const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
+const program = addConflistOptions(oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .description('Berth host agent: registers the host, programs the VXLAN overlay from etcd, serves the CNI plugin')))
   .option('--controller <url>', 'controller URL: http(s)://host:port or unix:///path; repeat it or give a comma list for replicas (fails over)', collectUrl, defaultController)
   .option('--token-file <file>', 'bearer token for the controller API')
@@ -69,9 +67,17 @@ const program = oneLineErrors(addEtcdOptions(new Command('berth-agent')
   .option('--pass-publish-every <s>', 'publish the last reconcile pass time in the alive key at most this often (berthctl status)', positiveInt, 30)
   .option('--fast-path', 'BPF shortcut for pod-to-pod traffic; it bypasses host netfilter (see docs/dataplane.md)', process.env.BERTH_FAST_PATH === '1')
   .option('--no-masquerade <cidr,...>', 'destinations pods reach with their own source address (no SNAT to the underlay address); repeatable', cidrs)
-  .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")');
+  .option('--no-isolation', 'turn off the pod source check and the VXLAN input filter (docs/dataplane.md "Isolation")')
+  .option('--proc-sys-net <dir>', 'the host\'s /proc/sys/net, where the agent writes its net sysctls: in a container that is not privileged (/proc/sys read-only), a writable hostPath mount of it (docs/kubernetes.md "Privileges")', absoluteArg, '/proc/sys/net'),
+// --cni-conf-dir turns publication on: the conflist is there only while the agent is ready (docs/kubernetes.md).
+{ confDir: '--cni-conf-dir', binDir: '--cni-bin-dir', network: '--cni-network', cniVersion: '--cni-version' }, ['confDir']);
 
 async function main(): Promise<void> {
+  // libuv's pool (4 threads by default) carries the agent's slow netlink
+  // requests (veth creation and deletion wait on the kernel's RTNL and RCU)
+  // besides its file I/O; a burst of DELs must not queue a journal read
+  // behind four veth deletions. Read when the pool starts, which is later.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   // `berth-agent install-cni …`: the node install step (agent/install-cni.ts).
   if (process.argv[2] === 'install-cni') return runInstallCni(process.argv.slice(3));
   program.parse();
@@ -87,6 +93,7 @@ async function main(): Promise<void> {
       program.error(`error: BERTH_NO_MASQUERADE: ${(e as Error).message}`);
     }
   }
+  useProcSysNet(o.procSysNet);
   const isolation = o.isolation !== false && process.env.BERTH_ISOLATION !== '0';
   const controllerTls = o.ca || o.cert || o.key ? { caFile: o.ca, certFile: o.cert, keyFile: o.key } : undefined;
   checkClientTls(o.controller, controllerTls);
@@ -95,6 +102,7 @@ async function main(): Promise<void> {
     controllerUrl: o.controller, controllerTls, token: readTokenFile(o.tokenFile), host: o.host, underlayIp: o.underlayIp, underlayDev: o.underlayDev, pool: o.pool,
     socketPath: o.socket, journalDir: o.journalDir, vni: o.vni, resyncMs: o.resyncMs, hostTtlSeconds: o.hostTtl, etcdWaitMs: o.etcdWait !== undefined ? o.etcdWait * 1000 : undefined, fastPath: !!o.fastPath, noMasquerade, isolation,
     metricsListen: o.metricsListen, passPublishMs: o.passPublishEvery * 1000, log,
+    ...(o.cniConfDir ? { cniConf: { confDir: o.cniConfDir, binDir: o.cniBinDir, network: o.cniNetwork, cniVersion: o.cniVersion } } : {}),
   });
   let stopping = false;
   const shutdown = (signal: string) => {

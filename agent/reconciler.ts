@@ -12,11 +12,10 @@
  * still missing). Each pass logs one JSON line:
  *   {"msg":"reconcile pass","pass":N,"ops":n,"applied":n,"failed":n,"ms":n,"why":"..."}
  */
-import { readFileSync } from 'node:fs';
 import { castError } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { Desired, DeviceSpec } from './desired';
-import { ensureBridge, ensureVxlan, writeSysctl } from './kernel';
+import { ensureBridge, ensureVxlan, readSysctl, writeSysctl } from './kernel';
 import type { Netlink } from './kernel/nl';
 import { apply, observe } from './kernel/state';
 import { planChanges, type KernelState, type Op } from './plan';
@@ -93,7 +92,7 @@ export function ensureSysctls(devices: DeviceSpec): string[] {
   // redirect blackholes it. The kernel ORs "all" with the device: clear both.
   writeSysctl(undefined, 'net/ipv4/conf/all/send_redirects', '0');
   writeSysctl(undefined, `net/ipv4/conf/${devices.bridge.name}/send_redirects`, '0');
-  const all = readFileSync('/proc/sys/net/ipv4/conf/all/rp_filter', 'utf8').trim();
+  const all = readSysctl('net/ipv4/conf/all/rp_filter');
   return all === '0' ? [] : [`net.ipv4.conf.all.rp_filter is ${all}: hosts cannot reach pods on other hosts (and hostPorts fail from remote pods) until it is 0; Berth leaves host-wide settings to the operator`];
 }
 

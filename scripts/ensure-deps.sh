@@ -18,6 +18,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/nft ] || need+=(nftables)
 # The isolation tests forge packets (raw and AF_PACKET sockets) with python3.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The manifest tests run containers' processes under setpriv (capabilities)
+# and unshare (a read-only /proc/sys), as a runtime would.
+command -v setpriv >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # The CRI e2e (test/cri-containerd.test.ts) drives containerd 1.6 and runc; nsenter is util-linux.
 command -v containerd >/dev/null 2>&1 || need+=(containerd)

@@ -113,8 +113,11 @@ export interface Cluster {
   hosts: ClusterHost[];
   dir: string;
   host(h: string | number): ClusterHost;
-  /** args: extra agent flags for this start (e.g. a second --controller). */
-  startAgent(h: ClusterHost, o?: { args?: string[]; noWait?: boolean; controllerUrl?: string }): Promise<void>;
+  /**
+   * args: extra agent flags for this start (e.g. a second --controller); main: another agent main.js (a packaged tree's);
+   * wrap: a command the agent runs under (e.g. setpriv with a capability set), before node; controllerUrl: another controller for this start.
+   */
+  startAgent(h: ClusterHost, o?: { args?: string[]; noWait?: boolean; main?: string; wrap?: string[]; controllerUrl?: string }): Promise<void>;
   stopAgent(h: ClusterHost, signal?: NodeJS.Signals): Promise<void>;
   restartAgent(h: ClusterHost): Promise<void>;
   logs(h: ClusterHost, msg?: string): LogLine[];
@@ -206,7 +209,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       try { return fs.readFileSync(h.logFile, 'utf8').split('\n').slice(-15).join('\n'); } catch { return ''; }
     };
 
-    const startAgent = async (h: ClusterHost, so: { args?: string[]; noWait?: boolean; controllerUrl?: string } = {}) => {
+    const startAgent = async (h: ClusterHost, so: { args?: string[]; noWait?: boolean; main?: string; wrap?: string[]; controllerUrl?: string } = {}) => {
       if (procs.has(h.name)) throw new Error(`agent on ${h.name} is already running`);
       // The agent opens its CNI socket last, after the first reconcile pass:
       // the socket appearing is the readiness signal (independent of log level).
@@ -215,7 +218,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       const env: NodeJS.ProcessEnv = { ...process.env, ...o.agentEnv };
       delete env.NODE_EXTRA_CA_CERTS; // ~80 ms per start, and real nodes don't have it
       const args = [
-        'netns', 'exec', h.sim.name, process.execPath, ...(process.env.BERTH_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', process.env.BERTH_PROF_DIR] : []), AGENT_MAIN,
+        'netns', 'exec', h.sim.name, ...(so.wrap ?? []), process.execPath, ...(process.env.BERTH_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', process.env.BERTH_PROF_DIR] : []), so.main ?? AGENT_MAIN,
         '--etcd-endpoints', etcd!.socketEndpoint, '--controller', so.controllerUrl ?? controllerUrl, '--host', h.name,
         '--underlay-ip', h.sim.underlayIp, '--underlay-dev', h.sim.dev, '--pool', poolName, '--socket', h.socket,
         '--journal-dir', h.journalDir, '--resync-ms', String(o.resyncMs ?? 10_000), '--host-ttl', String(o.hostTtlSeconds ?? 10),

@@ -140,6 +140,7 @@ test('an ADD whose result cannot be delivered undoes itself: no veth, no route, 
   child.stdout!.destroy();
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
+  child.stdin!.on('error', () => undefined);
   child.stdin!.end(JSON.stringify(s.conf('1.1.0')));
   const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
   t.is(code, 1, stderr);

@@ -62,6 +62,7 @@ function runTuning(verb: string, conf: object): Promise<{ code: number | null; s
     child.stdout.on('data', (d) => (stdout += d));
     child.on('error', rej);
     child.on('close', (code) => res({ code, stdout }));
+    child.stdin.on('error', () => undefined); // a plugin may exit before reading it all
     child.stdin.end(JSON.stringify(conf));
   });
 }

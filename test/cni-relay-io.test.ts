@@ -106,6 +106,7 @@ test('a full non-blocking stdout is retried until the runtime reads, and nothing
   closeSync(wr);
   let exited = false;
   const done = collect(child).finally(() => (exited = true));
+  child.stdin?.on('error', () => undefined);
   child.stdin?.end(conf(a));
   await eventually(() => a.requests.length === 1);
   await new Promise((r) => setTimeout(r, 200)); // the plugin has its answer and a full pipe

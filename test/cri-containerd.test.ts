@@ -4,11 +4,13 @@
  * agent and its own containerd (Debian's 1.6, test/harness/cri/containerd.ts)
  * in the host's network namespace, driven over the CRI gRPC API as kubelet
  * drives it (RunPodSandbox, PodSandboxStatus, StopPodSandbox,
- * RemovePodSandbox, ListPodSandbox, Status). The CNI bin and conf dirs are
- * what the DaemonSet's install-cni init container writes, run as the
- * manifest has it (test/harness/kubelet.ts); the sandbox image is the local
- * pause image (test/harness/cri/image.ts). The tests run in order and share
- * the two containerds (one start each).
+ * RemovePodSandbox, ListPodSandbox, Status). The plugin in the CNI bin dir
+ * is what the DaemonSet's install-cni init container installs, run as the
+ * manifest has it (test/harness/kubelet.ts); the conflist is what the agent
+ * publishes there while it is ready (--cni-conf-dir, --cni-bin-dir, as the
+ * DaemonSet starts it). The sandbox image is the local pause image
+ * (test/harness/cri/image.ts). The tests run in order and share the two
+ * containerds (one start each).
  *
  * A `berth` and a `portmap` wrapper in the bin dir record every call
  * containerd makes (CNI_* environment, stdin) before exec'ing the real
@@ -52,7 +54,7 @@ function installCni(n: Node): { code: number | null; out: string } {
     root: n.root, checkout: ROOT, nodeName: n.h.name, hostIP: n.h.sim.underlayIp,
     configMaps: { 'berth-config': { ...config.data, pool: c.pool.name } }, secrets: {}, serviceEnv: {},
   };
-  const p = containerProcess(podSpec, podSpec.initContainers[0], ctx);
+  const p = containerProcess(podSpec, podSpec.initContainers.find((x: { name: string }) => x.name === 'install-cni'), ctx);
   try {
     const out = execFileSync('ip', ['netns', 'exec', n.h.sim.name, ...p.argv], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...p.env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     return { code: 0, out };
@@ -118,6 +120,10 @@ async function remove(n: Node, id: string): Promise<void> {
   await n.cd.cri.removePodSandbox(id);
 }
 
+/** The agent as the DaemonSet starts it, as far as CNI goes: publishing the conflist into the node's conf dir while ready. */
+const startAgent = (n: Node) => c.startAgent(n.h, { args: ['--cni-conf-dir', n.cd.confDir, '--cni-bin-dir', n.cd.binDir] });
+const conflistPath = (n: Node) => join(n.cd.confDir, '10-berth.conflist');
+
 const links = (h: ClusterHost) => new Set(nsExec(h.sim, 'ip', '-o', 'link', 'show').split('\n').filter(Boolean).map((l) => l.split(': ')[1].split('@')[0]));
 const lease = async (ip: string) => c.client.lease(ip, c.pool.name);
 
@@ -130,13 +136,7 @@ test.before(async () => {
   const snapshotter = pickSnapshotter(dir);
   c = await startCluster({ hosts: 2, poolCidr: POOL });
   nodes = await Promise.all(c.hosts.map(async (h) => {
-    // The node's filesystem as the DaemonSet sees it: the agent's socket and
-    // journal at their manifest paths, here links to the cluster agent's own.
-    const root = join(dir, `${h.name}-root`);
-    fs.mkdirSync(join(root, 'run/berth'), { recursive: true });
-    fs.mkdirSync(join(root, 'var/lib/berth'), { recursive: true });
-    fs.symlinkSync(h.socket, join(root, 'run/berth/agent.sock'));
-    fs.symlinkSync(h.journalDir, join(root, 'var/lib/berth/del-journal'));
+    const root = join(dir, `${h.name}-root`); // the node's `/`
     const binDir = join(root, 'opt/cni/bin');
     const confDir = join(root, 'etc/cni/net.d');
     fs.mkdirSync(binDir, { recursive: true });
@@ -155,24 +155,40 @@ test.after.always(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test.serial('Status says NetworkReady=false until install-cni writes the conflist, and true within a second after (the rename is picked up)', async (t) => {
+test.serial('Status says NetworkReady=false until the agent publishes its conflist, and true within a second after (the rename is picked up)', async (t) => {
   for (const n of nodes) {
     const st = await n.cd.cri.status();
     t.is(st.conditions.find((x) => x.type === 'RuntimeReady')?.status, true, JSON.stringify(st.conditions));
     t.false(await n.cd.cri.networkReady(), `${n.h.name}: no conflist yet`);
   }
   for (const n of nodes) {
+    // The init container installs the plugin only: the node is not ready for pods yet.
     const r = installCni(n);
     t.is(r.code, 0, r.out);
-    const written = process.hrtime.bigint();
-    t.true(fs.existsSync(join(n.cd.confDir, '10-berth.conflist')));
+    t.true(fs.existsSync(join(n.cd.binDir, 'berth')));
+    t.false(fs.existsSync(conflistPath(n)));
+    t.false(await n.cd.cri.networkReady());
+    await c.stopAgent(n.h);
+    await startAgent(n);
     // containerd 1.6 reloads on fsnotify events other than CREATE; a bounded poll, not a sleep.
-    await eventually(async () => { if (!(await n.cd.cri.networkReady())) throw new Error('NetworkReady still false'); }, { timeoutMs: 5000, intervalMs: 2, what: `${n.h.name}: NetworkReady after install-cni` });
-    t.log(`${n.h.name}: NetworkReady ${(Number(process.hrtime.bigint() - written) / 1e6).toFixed(1)} ms after install-cni exited`);
+    await eventually(async () => { if (!(await n.cd.cri.networkReady())) throw new Error('NetworkReady still false'); }, { timeoutMs: 5000, intervalMs: 2, what: `${n.h.name}: NetworkReady once the agent published` });
+    t.log(`${n.h.name}: NetworkReady seen ${(Date.now() - fs.statSync(conflistPath(n)).mtimeMs).toFixed(1)} ms after the conflist was written`);
   }
-  const conflist = JSON.parse(fs.readFileSync(join(nodes[0].cd.confDir, '10-berth.conflist'), 'utf8'));
+  const conflist = JSON.parse(fs.readFileSync(conflistPath(nodes[0]), 'utf8'));
   t.deepEqual(conflist.plugins.map((p: { type: string }) => p.type), ['berth', 'portmap']);
   for (const n of nodes) for (const p of ['berth', 'portmap']) wrap(n.cd.binDir, p);
+});
+
+test.serial('the agent stopped (SIGTERM): Status says NetworkReady=false; started again: true', async (t) => {
+  for (const n of nodes) {
+    await c.stopAgent(n.h, 'SIGTERM');
+    t.false(fs.existsSync(conflistPath(n)), 'withdrawn by the time the agent exited');
+    await eventually(async () => { if (await n.cd.cri.networkReady()) throw new Error('NetworkReady still true'); }, { timeoutMs: 5000, intervalMs: 5, what: `${n.h.name}: NetworkReady false` });
+    const st = await n.cd.cri.status();
+    t.is(st.conditions.find((x) => x.type === 'NetworkReady')?.reason, 'NetworkPluginNotReady');
+    await startAgent(n);
+    await eventually(async () => { if (!(await n.cd.cri.networkReady())) throw new Error('NetworkReady still false'); }, { timeoutMs: 5000, intervalMs: 5, what: `${n.h.name}: NetworkReady true again` });
+  }
 });
 
 test.serial('RunPodSandbox of ns1/web-0 gets a Berth address, reachable from a pod on another host', async (t) => {
@@ -251,7 +267,8 @@ test.serial('the agent down during RunPodSandbox: kubelet\'s error is one clear 
   t.regex(err.line, /plugin type="berth" failed \(add\)/);
   t.regex(err.line, /try again later; TryAgainLater: agent unavailable at \/\S+\/agent\.sock: ECONNREFUSED$/);
   t.deepEqual([...cniNetns()].filter((x) => !netnsBeforeRun.has(x)), [], 'the failed attempt\'s netns is removed');
-  await c.startAgent(n1.h);
+  t.true(fs.existsSync(conflistPath(n1)), 'a killed agent could not withdraw its conflist: the node still looks ready');
+  await startAgent(n1);
   const ok = await run(n1, cfg);
   t.regex(ok.ip, /^198\.18\.47\./);
   t.is((await lease(ok.ip)).identity, 'k8s/ns1/web-2');

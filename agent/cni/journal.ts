@@ -11,12 +11,14 @@
  *   applying it: if an ADD dropped or a plugin replaced it meanwhile, the
  *   replay skips it.
  */
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentRequest } from '../../common/agent-protocol';
 import { journalId, removeDelEntryIfUnchanged, type DelJournalEntry } from '../../common/del-journal';
 
 async function readEntry(dir: string, id: string): Promise<Partial<DelJournalEntry> | undefined> {
+  // Almost always absent: say so without a trip through the (busy) thread pool.
+  if (!existsSync(join(dir, `${id}.json`))) return undefined;
   try {
     return JSON.parse(await fs.readFile(join(dir, `${id}.json`), 'utf8')) as Partial<DelJournalEntry>;
   } catch {

@@ -3,7 +3,7 @@
  * (never the `ip` tool); only netns.ts enters namespaces. See
  * docs/dataplane.md for the layout and docs/netns.md for the setns rules.
  */
-export { openNetlink, openNetlinkIn, openNetnsFd, isOwnNetns, resolveNetnsPath, warmThreadPool, withNetns, writeSysctl } from './netns';
+export { openNetlink, openNetlinkIn, openNetnsFd, isOwnNetns, resolveNetnsPath, warmThreadPool, withNetns, writeSysctl, readSysctl, useProcSysNet } from './netns';
 export {
   createVeth, deleteAddress, deleteLink, ensureAddress, ensureBridge, ensureVxlan, getLink, listAddresses, listLinks, setLinkAttrs,
   setUp, vethNameFor, type BridgeSpec, type LinkInfo, type VethSpec, type VxlanSpec,

@@ -200,8 +200,7 @@ export function requestOffThread(sock: RtNetlinkSocket, op: string, message: Buf
  * thread that opens it, hence the synchronous write inside the window.
  */
 export function writeSysctl(nsPath: string | undefined, key: string, value: string): void {
-  if (!/^net\/[a-z0-9_./-]+$/.test(key) || key.includes('..')) throw new BerthError('InvalidRequest', key, 'not a net sysctl');
-  const write = () => fs.writeFileSync(`/proc/sys/${key}`, value);
+  const write = () => fs.writeFileSync(sysctlPath(key), value);
   if (nsPath === undefined) write();
   else enterSync(nsPath, write);
 }
@@ -209,6 +208,27 @@ export function writeSysctl(nsPath: string | undefined, key: string, value: stri
 /** Opens a NETLINK_NETFILTER socket that lives (for good) in nsPath's namespace. */
 export function openNetfilterSocketIn(nsPath: string): RawNetlinkSocket {
   return enterSync(nsPath, () => new RawNetlinkSocket(NETLINK_NETFILTER));
+}
+
+/** Reads a net sysctl in our own netns (through the same directory writeSysctl uses). */
+export function readSysctl(key: string): string {
+  return fs.readFileSync(sysctlPath(key), 'utf8').trim();
+}
+
+/**
+ * Where net sysctls are: /proc/sys/net, or (agent --proc-sys-net) the host's
+ * /proc/sys/net mounted writable elsewhere, because a container that is not
+ * privileged gets /proc/sys read-only. Either way a file there follows the
+ * netns of the thread that opens it.
+ */
+let procSysNet = '/proc/sys/net';
+export function useProcSysNet(dir: string): void {
+  procSysNet = dir.replace(/\/+$/, '');
+}
+
+function sysctlPath(key: string): string {
+  if (!/^net\/[a-z0-9_./-]+$/.test(key) || key.includes('..')) throw new BerthError('InvalidRequest', key, 'not a net sysctl');
+  return `${procSysNet}/${key.slice('net/'.length)}`;
 }
 
 /** Opens a socket in our own namespace (no setns involved). */

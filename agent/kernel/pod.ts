@@ -66,6 +66,8 @@ export interface Plugged {
   reused: boolean;
   /** The pod route set while plugging (spec.route), if any. */
   routed?: { dst: string; gateway: string };
+  /** The pod interface as a fresh plug left it (addressPod need not look it up again). */
+  pod?: { index: number; mac: string };
 }
 
 export interface Attachment {
@@ -131,19 +133,24 @@ async function peerIndexOf(sock: Netlink, name: string): Promise<number | undefi
   }
 }
 
-/** The host veth and the pod interface exist and are each other's peer. */
-async function intactPair(host: Netlink, hostVeth: string, s: PlugSpec): Promise<boolean> {
+/**
+ * intact: the host veth and the pod interface exist and are each other's
+ * peer; absent: there is no link by the host veth's name; other: there is
+ * one, but not that pair (to be deleted before a new pair takes the name).
+ */
+async function pairState(host: Netlink, hostVeth: string, s: PlugSpec): Promise<'intact' | 'absent' | 'other'> {
   const hv = await getLink(host, hostVeth);
-  if (!hv || hv.kind !== 'veth') return false;
+  if (!hv) return 'absent';
+  if (hv.kind !== 'veth') return 'other';
   const hvPeer = await peerIndexOf(host, hostVeth);
   try {
     return await withNetns(s.netns, async (pod) => {
       const eth = await getLink(pod, s.ifName);
-      if (!eth || eth.kind !== 'veth') return false;
-      return hvPeer === eth.index && (await peerIndexOf(pod, s.ifName)) === hv.index;
+      if (!eth || eth.kind !== 'veth') return 'other';
+      return hvPeer === eth.index && (await peerIndexOf(pod, s.ifName)) === hv.index ? 'intact' : 'other';
     });
   } catch {
-    return false;
+    return 'other';
   }
 }
 
@@ -167,13 +174,13 @@ const POD_ROUTE_PROTO = 3;
  */
 export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
   const bridgeName = s.bridge ?? BRIDGE_NAME;
-  const bridge = await getLink(host, bridgeName);
-  if (!bridge) throw new BerthError('TryAgainLater', bridgeName, 'bridge not ready');
   const hostVeth = vethNameFor(s.containerId, s.ifName);
   await reaped(host, hostVeth);
-  if (await intactPair(host, hostVeth, s)) return reusePair(host, hostVeth, bridge.index, s);
+  const [bridge, pair] = await Promise.all([getLink(host, bridgeName), pairState(host, hostVeth, s)]);
+  if (!bridge) throw new BerthError('TryAgainLater', bridgeName, 'bridge not ready');
+  if (pair === 'intact') return reusePair(host, hostVeth, bridge.index, s);
   // Start over; deleting the host side removes the pod side too.
-  await deleteVeth(host, hostVeth);
+  if (pair === 'other') await deleteVeth(host, hostVeth);
   const fd = openNetnsFd(s.netns);
   const hostMac = hostVethMacFor(hostVeth);
   try {
@@ -184,15 +191,16 @@ export async function plugVeth(host: Netlink, s: PlugSpec): Promise<Plugged> {
     fs.closeSync(fd);
   }
   try {
-    const routed = await withNetns(s.netns, async (pod) => {
+    const plugged = await withNetns(s.netns, async (pod) => {
       const [lo, eth] = await Promise.all([getLink(pod, 'lo'), getLink(pod, s.ifName)]);
       if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
       await Promise.all([lo && setUpOffThread(pod, lo), setUpOffThread(pod, eth)]);
-      if (!s.route) return undefined;
+      const podIf = { index: eth.index, mac: eth.mac! };
+      if (!s.route) return { podIf };
       const dst = await podRoute(pod, eth.index, s.ifName, s.route);
-      return { dst, gateway: s.route.gateway };
+      return { podIf, routed: { dst, gateway: s.route.gateway } };
     });
-    return { spec: s, hostVeth, hostMac, bridgeIndex: bridge.index, reused: false, ...(routed ? { routed } : {}) };
+    return { spec: s, hostVeth, hostMac, bridgeIndex: bridge.index, reused: false, pod: plugged.podIf, ...(plugged.routed ? { routed: plugged.routed } : {}) };
   } catch (e) {
     await deleteVeth(host, hostVeth).catch(() => undefined);
     throw e;
@@ -232,7 +240,7 @@ export async function addressPod(host: Netlink, p: Plugged, a: { ip: string; gat
     // The pod's side and the host's side are independent: both at once.
     const [pod, hostSide] = await Promise.allSettled([
       withNetns(s.netns, async (pod) => {
-        const eth = await getLink(pod, s.ifName);
+        const eth = p.pod ?? await getLink(pod, s.ifName);
         if (!eth) throw new BerthError('KernelError', s.ifName, 'pod interface vanished');
         // A pair plugged by this ADD has no address yet: no need to list them first.
         await ensureAddress(pod, eth.index, `${a.ip}/32`, { fresh: !p.reused });

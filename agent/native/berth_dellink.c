@@ -1,11 +1,13 @@
 /*
- * Link deletion off the JS thread.
+ * rtnetlink requests off the JS thread: link deletion (deleteLinkOn) and
+ * any whole request built in JS (requestOn: veth creation, link up/down).
  *
  * The kernel handles a netlink request inside the sender's sendmsg(2), and
- * RTM_DELLINK of a veth waits out RCU grace periods there (15-25 ms here).
+ * RTM_DELLINK of a veth waits out RCU grace periods there (15-25 ms here);
+ * creating a pair and moving one end into a pod's netns takes milliseconds.
  * The netlink package sends from the JS main thread, so one delete would
  * stall every other CNI request and the reconciler for that long. This does
- * the same request on a libuv pool thread instead.
+ * the same requests on libuv pool threads instead.
  *
  * The socket is opened on the JS thread (routeSocket, inside enterSync when
  * the link lives in another netns, see agent/kernel/netns.ts): a netlink
@@ -28,13 +30,23 @@
 
 #define IFNAMSIZ_MAX 16
 
+/*
+ * One request for a pool thread: the socket (owned: closed when done) and a
+ * copy of the whole message, since the JS buffer may be collected or reused
+ * before the thread runs. A deletion resolves true/false (false: no such
+ * link); any other request resolves undefined.
+ */
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int fd;
-  char name[IFNAMSIZ_MAX];
+  bool is_delete;
   int err; /* 0, or a positive errno */
-} del_req;
+  size_t len;
+  unsigned char msg[];
+} nl_req;
+
+#define NL_REQUEST_MAX 65536
 
 /*
  * Sends one request and waits for its acknowledgement: 0, or a positive
@@ -61,38 +73,20 @@ static int nl_transact(int fd, const void *msg, size_t len) {
   }
 }
 
-static int send_dellink(int fd, const char *name) {
-  struct {
-    struct nlmsghdr nh;
-    struct ifinfomsg ifi;
-    char attrs[RTA_SPACE(IFNAMSIZ_MAX)];
-  } req;
-  memset(&req, 0, sizeof(req));
-  size_t namelen = strlen(name) + 1;
-  struct rtattr *rta = (struct rtattr *)req.attrs;
-  rta->rta_type = IFLA_IFNAME;
-  rta->rta_len = RTA_LENGTH(namelen);
-  memcpy(RTA_DATA(rta), name, namelen);
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(req.ifi)) + RTA_SPACE(namelen);
-  req.nh.nlmsg_type = RTM_DELLINK;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  req.nh.nlmsg_seq = 1;
-  req.ifi.ifi_family = AF_UNSPEC;
-  return nl_transact(fd, &req, req.nh.nlmsg_len);
-}
-
 static void execute(napi_env env, void *data) {
   (void)env;
-  del_req *r = data;
-  r->err = send_dellink(r->fd, r->name);
+  nl_req *r = data;
+  r->err = nl_transact(r->fd, r->msg, r->len);
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
-  del_req *r = data;
+  nl_req *r = data;
   close(r->fd);
   napi_value v;
-  if (status == napi_ok && (r->err == 0 || r->err == ENODEV)) {
-    napi_get_boolean(env, r->err == 0, &v);
+  bool gone = r->is_delete && r->err == ENODEV;
+  if (status == napi_ok && (r->err == 0 || gone)) {
+    if (r->is_delete) napi_get_boolean(env, r->err == 0, &v);
+    else napi_get_undefined(env, &v);
     napi_resolve_deferred(env, r->deferred, v);
   } else {
     int err = status == napi_ok ? r->err : ECANCELED;
@@ -104,6 +98,29 @@ static void complete(napi_env env, napi_status status, void *data) {
   }
   napi_delete_async_work(env, r->work);
   free(r);
+}
+
+/* A request of len bytes for fd, message left to the caller; NULL (fd closed, error thrown) when out of memory. */
+static nl_req *new_request(napi_env env, int fd, size_t len, bool is_delete) {
+  nl_req *r = calloc(1, sizeof(*r) + len);
+  if (!r) {
+    close(fd);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  r->fd = fd;
+  r->len = len;
+  r->is_delete = is_delete;
+  return r;
+}
+
+static napi_value queue(napi_env env, nl_req *r, const char *what) {
+  napi_value promise, resource;
+  napi_create_promise(env, &r->deferred, &promise);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &resource);
+  napi_create_async_work(env, NULL, resource, execute, complete, r, &r->work);
+  napi_queue_async_work(env, r->work);
+  return promise;
 }
 
 /* routeSocket() -> fd: a NETLINK_ROUTE socket in the calling thread's netns. */
@@ -120,13 +137,13 @@ napi_value berth_js_route_socket(napi_env env, napi_callback_info info) {
 }
 
 /*
- * deleteLinkOn(fd, name) -> Promise<boolean>: true when deleted, false when
- * there was no such link. Takes ownership of fd (closed when done, or now on
- * a bad call).
+ * deleteLinkOn(fd, name) -> Promise<boolean>: RTM_DELLINK by name; true when
+ * deleted, false when there was no such link. Takes ownership of fd (closed
+ * when done, or now on a bad call).
  */
 napi_value berth_js_delete_link_on(napi_env env, napi_callback_info info) {
   size_t argc = 2, len = 0;
-  napi_value argv[2], promise, resource;
+  napi_value argv[2];
   char name[IFNAMSIZ_MAX + 1];
   int32_t fd = -1;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
@@ -139,19 +156,20 @@ napi_value berth_js_delete_link_on(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "deleteLinkOn: name must be 1-15 bytes");
     return NULL;
   }
-  del_req *r = calloc(1, sizeof(*r));
-  if (!r) {
-    close(fd);
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  r->fd = fd;
-  memcpy(r->name, name, len + 1);
-  napi_create_promise(env, &r->deferred, &promise);
-  napi_create_string_utf8(env, "berth.deleteLink", NAPI_AUTO_LENGTH, &resource);
-  napi_create_async_work(env, NULL, resource, execute, complete, r, &r->work);
-  napi_queue_async_work(env, r->work);
-  return promise;
+  size_t total = NLMSG_LENGTH(sizeof(struct ifinfomsg)) + RTA_SPACE(len + 1);
+  nl_req *r = new_request(env, fd, total, true);
+  if (!r) return NULL;
+  struct nlmsghdr *nh = (struct nlmsghdr *)r->msg;
+  nh->nlmsg_len = (uint32_t)total;
+  nh->nlmsg_type = RTM_DELLINK;
+  nh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  nh->nlmsg_seq = 1;
+  ((struct ifinfomsg *)NLMSG_DATA(nh))->ifi_family = AF_UNSPEC;
+  struct rtattr *rta = (struct rtattr *)(r->msg + NLMSG_LENGTH(sizeof(struct ifinfomsg)));
+  rta->rta_type = IFLA_IFNAME;
+  rta->rta_len = RTA_LENGTH(len + 1);
+  memcpy(RTA_DATA(rta), name, len + 1);
+  return queue(env, r, "berth.deleteLink");
 }
 
 /*
@@ -161,45 +179,9 @@ napi_value berth_js_delete_link_on(napi_env env, napi_callback_info info) {
  * requests the kernel is slow to run inside sendmsg(2) (creating a veth
  * pair moves one end into another netns). Takes ownership of fd.
  */
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  int fd;
-  size_t len;
-  int err;
-  unsigned char msg[];
-} nl_req;
-
-#define NL_REQUEST_MAX 65536
-
-static void execute_request(napi_env env, void *data) {
-  (void)env;
-  nl_req *r = data;
-  r->err = nl_transact(r->fd, r->msg, r->len);
-}
-
-static void complete_request(napi_env env, napi_status status, void *data) {
-  nl_req *r = data;
-  close(r->fd);
-  napi_value v;
-  if (status == napi_ok && r->err == 0) {
-    napi_get_undefined(env, &v);
-    napi_resolve_deferred(env, r->deferred, v);
-  } else {
-    int err = status == napi_ok ? r->err : ECANCELED;
-    napi_value code, msg;
-    napi_create_string_utf8(env, berth_errno_name(err), NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, code, msg, &v);
-    napi_reject_deferred(env, r->deferred, v);
-  }
-  napi_delete_async_work(env, r->work);
-  free(r);
-}
-
 napi_value berth_js_request_on(napi_env env, napi_callback_info info) {
   size_t argc = 2, len = 0;
-  napi_value argv[2], promise, resource;
+  napi_value argv[2];
   int32_t fd = -1;
   void *bytes = NULL;
   bool is_buffer = false;
@@ -215,18 +197,8 @@ napi_value berth_js_request_on(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "requestOn: message must be one whole netlink message (16 bytes to 64 KiB, nlmsg_len = its length)");
     return NULL;
   }
-  nl_req *r = calloc(1, sizeof(*r) + len);
-  if (!r) {
-    close(fd);
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  r->fd = fd;
-  r->len = len;
-  memcpy(r->msg, bytes, len); /* the JS buffer may be collected or reused before the pool thread runs */
-  napi_create_promise(env, &r->deferred, &promise);
-  napi_create_string_utf8(env, "berth.netlinkRequest", NAPI_AUTO_LENGTH, &resource);
-  napi_create_async_work(env, NULL, resource, execute_request, complete_request, r, &r->work);
-  napi_queue_async_work(env, r->work);
-  return promise;
+  nl_req *r = new_request(env, fd, len, false);
+  if (!r) return NULL;
+  memcpy(r->msg, bytes, len);
+  return queue(env, r, "berth.netlinkRequest");
 }

@@ -86,3 +86,62 @@ export function containerProcess(podSpec: any, container: any, n: NodeContext): 
   if (argv.length === 0) throw new Error(`container ${container.name} has no command`);
   return { argv, env };
 }
+
+/**
+ * What a container runtime does around the process, as far as it decides
+ * what the process may do: a wrapper argv to run `containerProcess`'s argv
+ * under (after `ip netns exec <node>`), which
+ * - gives the process its own mount namespace;
+ * - bind-mounts each hostPath volume under /proc (kernel interfaces, such as
+ *   /proc/sys/net, which a temp dir cannot stand for) from the real path onto
+ *   the temp node root, where containerProcess maps it;
+ * - unless `privileged`, makes /proc/sys read-only, as runc does;
+ * - bounds the capabilities to `securityContext.capabilities` (drop ALL, add
+ *   …; a root process gets exactly its bounding set) with setpriv, and sets
+ *   no_new_privs when `allowPrivilegeEscalation: false`.
+ * A capability missing from the manifest is missing here. Not emulated:
+ * runAsUser, seccomp, AppArmor, readOnlyRootFilesystem.
+ */
+export function containerWrapper(podSpec: any, container: any, n: NodeContext): string[] {
+  const sc = container.securityContext ?? {};
+  const volumes = new Map<string, any>((podSpec.volumes ?? []).map((v: any) => [v.name, v]));
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const lines: string[] = [];
+  for (const m of container.volumeMounts ?? []) {
+    const hp: string | undefined = volumes.get(m.name)?.hostPath?.path;
+    if (!hp || !hp.startsWith('/proc/')) continue;
+    const at = join(n.root, hp);
+    mkdirSync(at, { recursive: true });
+    lines.push(`mount --bind ${q(hp)} ${q(at)}`, ...(m.readOnly ? [`mount -o remount,bind,ro ${q(at)}`] : []));
+  }
+  if (!sc.privileged) lines.push('mount --bind /proc/sys /proc/sys', 'mount -o remount,bind,ro /proc/sys');
+  const setpriv = ['setpriv'];
+  if (!sc.privileged) {
+    const drop: string[] = sc.capabilities?.drop ?? [];
+    if (!drop.includes('ALL')) throw new Error(`container ${container.name}: only capabilities.drop [ALL] is emulated`);
+    const add: string[] = sc.capabilities?.add ?? [];
+    setpriv.push('--bounding-set', ['-all', ...add.map((c) => `+${c.toLowerCase()}`)].join(','), '--inh-caps', '-all');
+  }
+  if (sc.allowPrivilegeEscalation === false) setpriv.push('--no-new-privs');
+  lines.push(`exec ${setpriv.join(' ')} -- "$@"`);
+  return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-ec', lines.join('\n'), 'container'];
+}
+
+/** The capabilities a container's securityContext adds (after drop ALL). */
+export function containerCapabilities(container: any): string[] {
+  return container.securityContext?.capabilities?.add ?? [];
+}
+
+/** Linux capability numbers (linux/capability.h), in order. */
+const CAPS = ['CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE',
+  'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE', 'AUDIT_WRITE',
+  'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF', 'CHECKPOINT_RESTORE'];
+
+/** A process's effective capabilities by name (from /proc/<pid>/status CapEff), sorted. */
+export function effectiveCapabilities(status: string): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (!hex) throw new Error('no CapEff line');
+  const mask = BigInt(`0x${hex}`);
+  return CAPS.filter((_, i) => (mask >> BigInt(i)) & 1n).sort();
+}
