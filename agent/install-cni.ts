@@ -18,6 +18,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statS
 import { join } from 'node:path';
 import { BerthError } from '../common/errors';
 import { isSupportedVersion } from '../common/cni-version';
+import { POD_ANNOTATIONS_CAPABILITY } from '../common/cni-config';
 
 export const CONFLIST_NAME = '10-berth.conflist';
 export const PLUGIN_NAME = 'berth';
@@ -43,7 +44,10 @@ export interface ConflistInputs {
 /** The conflist's bytes for these inputs (pretty JSON, trailing newline). */
 export function conflistText(i: ConflistInputs): string {
   if (!isSupportedVersion(i.cniVersion)) throw new BerthError('InvalidConfig', `--cni-version ${i.cniVersion}`, 'not a CNI version berth supports');
-  const berth: Record<string, unknown> = { type: PLUGIN_NAME, pool: i.pool, agentSocket: i.agentSocket, journalDir: i.journalDir };
+  // The pod annotations capability: the runtime passes them in runtimeConfig (berth.io/ip, docs/kubernetes.md).
+  const berth: Record<string, unknown> = {
+    type: PLUGIN_NAME, pool: i.pool, agentSocket: i.agentSocket, journalDir: i.journalDir, capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true },
+  };
   if (i.mtu !== undefined) berth.mtu = i.mtu;
   const plugins: Record<string, unknown>[] = [berth];
   if (i.chain.includes('portmap')) plugins.push({ type: 'portmap', capabilities: { portMappings: true } });

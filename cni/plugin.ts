@@ -25,7 +25,7 @@ import {
   LATEST_VERSION, isSupportedVersion, parseResult, toVersion, versionAtLeast, versionInfo, type CniVersion,
 } from '../common/cni-version';
 import {
-  confName, confVersion, decodeConf, parseCniArgs, parseNetConf, parsePrevResult, NAME_RE, type BerthNetConf,
+  annotatedIp, confName, confVersion, decodeConf, parseCniArgs, parseNetConf, parsePrevResult, NAME_RE, type BerthNetConf,
 } from '../common/cni-config';
 import { createLogger, type Logger } from '../common/log';
 
@@ -246,7 +246,9 @@ async function dispatch(io: PluginIO, setVersion: (v: CniVersion) => void, setLo
       // Refused here, before anything exists: the result would carry it to the runtime and back in every CHECK.
       const dnsBytes = conf.dns ? Buffer.byteLength(JSON.stringify(conf.dns)) : 0;
       if (dnsBytes > MAX_DNS_BYTES) throw new BerthError('InvalidConfig', `dns: ${dnsBytes} bytes, at most ${MAX_DNS_BYTES}`, 'dns block too large');
+      // The pod annotation asks only when nothing more explicit did (docs/cni-config.md).
       if (ips) req.ips = ips;
+      else if (conf.annotatedIp !== undefined) req.ips = [annotatedIp(conf.annotatedIp)];
       if (mac) req.mac = mac;
       break;
     }

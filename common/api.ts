@@ -25,8 +25,19 @@
  * for the next page. Lease pages are read at the revision of the first one.
  *
  * Errors: {error: ErrorBody} with the status from common/errors.ts.
+ *
+ * Reading your own writes: a GET carrying `berth-min-revision: <rev>` (the
+ * newest `revision` a write answered with) is answered once the replica's
+ * watch-fed view has reached that etcd revision, or after
+ * MIN_REVISION_WAIT_MS, whichever comes first. Any replica, the same or
+ * another, then shows the write.
  */
 import type { HoldPolicy, Host, IdentitySource, LeaseEvent, LeaseState, LeaseView, Pool, PoolUsage } from './records';
+
+/** Request header of a read that must see writes up to this etcd revision. */
+export const MIN_REVISION_HEADER = 'berth-min-revision';
+/** The longest a read waits for its replica's view to reach that revision. */
+export const MIN_REVISION_WAIT_MS = 2000;
 
 export interface CreatePool {
   name: string;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { DEFAULT_AGENT_SOCKET } from './agent-protocol';
-import { DEFAULT_JOURNAL_DIR, decodeConf, formatCniArgs, parseCniArgs, parseNetConf, parsePrevResult } from './cni-config';
+import { DEFAULT_JOURNAL_DIR, annotatedIp, decodeConf, formatCniArgs, parseCniArgs, parseNetConf, parsePrevResult } from './cni-config';
 import { isBerthError, type ErrorKind } from './errors';
 
 const base = { cniVersion: '1.1.0', name: 'berth-net', type: 'berth', pool: 'default' };
@@ -116,4 +116,19 @@ test('property: CNI_ARGS format/parse round trip', (t) => {
     t.deepEqual(parseCniArgs(formatCniArgs(args)), args);
   }));
   t.pass();
+});
+
+test('the berth.io/ip pod annotation is taken from runtimeConfig unchecked; annotatedIp checks it', (t) => {
+  const base = { cniVersion: '1.0.0', name: 'n', type: 'berth', pool: 'default' };
+  const ann = (a: unknown) => parseNetConf({ ...base, runtimeConfig: { 'io.kubernetes.cri.pod-annotations': a } });
+  t.is(ann({ 'berth.io/ip': '198.18.0.9' }).annotatedIp, '198.18.0.9');
+  t.is(ann({ 'berth.io/ip': 'junk' }).annotatedIp, 'junk', 'not refused here: a DEL must not fail on it');
+  t.is(ann({ other: '1' }).annotatedIp, undefined);
+  t.is(ann('not an object').annotatedIp, undefined);
+  t.is(ann(JSON.parse('{"__proto__": {"berth.io/ip": "198.18.0.1"}}')).annotatedIp, undefined, 'own keys only');
+  t.is(annotatedIp(' 198.18.0.9 '), '198.18.0.9');
+  for (const bad of ['junk', '198.18.0.9/32', 'fd00::1', 7, null]) {
+    const e = t.throws(() => annotatedIp(bad));
+    t.true(isBerthError(e) && e.kind === 'InvalidConfig' && /berth\.io\/ip/.test(e.details ?? ''), String(bad));
+  }
 });

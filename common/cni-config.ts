@@ -20,6 +20,7 @@
 import { BerthError } from './errors';
 import type { CniDns, CniResult } from './cni-types';
 import { DEFAULT_AGENT_SOCKET } from './agent-protocol';
+import { familyOf, isIp as isAddress } from './cidr';
 import { isCidr, isIp, isMac, isSupportedVersion, parseDns, parseResult, SUPPORTED_VERSIONS, type CniVersion } from './cni-version';
 
 export const DEFAULT_JOURNAL_DIR = '/var/lib/berth/del-journal';
@@ -66,6 +67,12 @@ export interface BerthNetConf {
   dns?: CniDns;
   /** From runtimeConfig.ips (capability `ips`) or args.cni.ips; without prefix length. */
   ips?: string[];
+  /**
+   * The pod annotation `berth.io/ip` (POD_IP_ANNOTATION), from
+   * runtimeConfig["io.kubernetes.cri.pod-annotations"], unchecked: only ADD
+   * reads it (a bad value must never block a DEL).
+   */
+  annotatedIp?: unknown;
   /** From runtimeConfig.mac (capability `mac`) or args.cni.mac. */
   mac?: string;
   /** The raw prevResult, parsed against cniVersion only when a verb needs it. */
@@ -162,6 +169,17 @@ function intIn(raw: Record<string, unknown>, k: string, min: number, max: number
 function asObject(v: unknown, path: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) invalid(`${path}: expected an object, got ${preview(v)}`);
   return v as Record<string, unknown>;
+}
+
+/** The runtime capability (containerd's CRI, CRI-O) that hands a plugin the pod's annotations. */
+export const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
+/** The pod annotation that asks for a specific address (docs/kubernetes.md "A pod's address by annotation"). */
+export const POD_IP_ANNOTATION = 'berth.io/ip';
+
+/** The address a `berth.io/ip` annotation asks for; throws InvalidConfig naming the annotation. */
+export function annotatedIp(v: unknown): string {
+  if (typeof v !== 'string' || !isAddress(v.trim()) || familyOf(v.trim()) !== 4) invalid(`pod annotation ${POD_IP_ANNOTATION}: not an IPv4 address: ${preview(v)}`);
+  return (v as string).trim();
 }
 
 /** `ips` entries may carry a prefix length (CONVENTIONS.md `ips`); Berth's pool decides it, so it is dropped. */
@@ -265,6 +283,10 @@ export function parseNetConf(raw: Record<string, unknown>): BerthNetConf {
     const rc = asObject(raw.runtimeConfig, 'runtimeConfig');
     if (rc.ips !== undefined) conf.ips = requestedIps(rc.ips, 'runtimeConfig.ips');
     if (rc.mac !== undefined) conf.mac = requestedMac(rc.mac, 'runtimeConfig.mac');
+    const annotations = rc[POD_ANNOTATIONS_CAPABILITY];
+    if (typeof annotations === 'object' && annotations !== null && !Array.isArray(annotations) && Object.hasOwn(annotations, POD_IP_ANNOTATION)) {
+      conf.annotatedIp = (annotations as Record<string, unknown>)[POD_IP_ANNOTATION];
+    }
   }
 
   if (raw.prevResult !== undefined) conf.rawPrevResult = raw.prevResult;

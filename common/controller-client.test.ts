@@ -185,3 +185,25 @@ test('a kept-alive connection reset as it is reused is retried once on a fresh o
   t.true(err instanceof BerthError && err.kind === 'TryAgainLater', String(err));
   t.is(r.seen.connections, 1, 'no retry: the controller may have seen that request');
 });
+
+test('reads carry the newest revision this client\'s writes answered with; a client that wrote nothing sends none', async (t) => {
+  const path = join(dir, 'ryw.sock');
+  const seen: (string | undefined)[] = [];
+  let rev = 40;
+  const srv = createServer((req, res) => {
+    seen.push(req.headers['berth-min-revision'] as string | undefined);
+    res.writeHead(200, { 'content-type': 'application/json' });
+    if (req.method === 'POST') res.end(JSON.stringify({ lease: { ip: '198.18.0.2', revision: String(++rev) }, allocated: true }));
+    else res.end(JSON.stringify({ leases: [] }));
+  });
+  servers.push(srv);
+  await new Promise<void>((r) => srv.listen(path, r));
+  const c = new ControllerClient({ url: `unix://${path}` });
+  t.teardown(() => c.close());
+  await c.leases({});
+  await c.bind('p', { identity: 'k8s/a/b', host: 'h', containerId: 'c', ifName: 'eth0' } as never);
+  await c.leases({});
+  await c.release('p', { containerId: 'c' } as never);
+  await c.leases({});
+  t.deepEqual(seen, [undefined, undefined, '41', undefined, '42']);
+});

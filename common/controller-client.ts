@@ -15,7 +15,7 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
-import type { ClusterStatus } from './api';
+import { MIN_REVISION_HEADER, type ClusterStatus } from './api';
 import type {
   BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryPage, HistoryQuery, HostView, LeaseFilter, LeasePage, LeaseView,
   PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
@@ -140,11 +140,16 @@ export class ControllerClient {
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const start = this.current;
     let last: BerthError | undefined;
+    // Reads see this client's own writes: a replica answers a read only once
+    // its view has caught up with the newest revision this client was told
+    // about (a CHECK right after its ADD, on any replica).
+    const extra: Record<string, string> = method === 'GET' && this.seen > 0n ? { [MIN_REVISION_HEADER]: String(this.seen) } : {};
     for (let i = 0; i < this.endpoints.length; i++) {
       const at = (start + i) % this.endpoints.length;
       try {
-        const r = await this.callOne<T>(this.endpoints[at], method, path, body);
+        const r = await this.callOne<T>(this.endpoints[at], method, path, body, extra);
         this.settle(at, last);
+        if (method !== 'GET') this.note(r);
         return r;
       } catch (e) {
         const err = e as Failover;
@@ -158,6 +163,16 @@ export class ControllerClient {
     throw last!;
   }
 
+  /** The newest revision a write of this client answered with. */
+  private seen = 0n;
+
+  private note(r: unknown): void {
+    const o = r as { revision?: unknown; lease?: { revision?: unknown }; freed?: { revision?: unknown } } | undefined;
+    for (const v of [o?.revision, o?.lease?.revision, o?.freed?.revision]) {
+      if (typeof v === 'string' && /^\d{1,20}$/.test(v) && BigInt(v) > this.seen) this.seen = BigInt(v);
+    }
+  }
+
   /** Replica `at` answered: calls stick to it from now on. */
   private settle(at: number, failed: BerthError | undefined): void {
     if (at === this.current) return;
@@ -166,10 +181,10 @@ export class ControllerClient {
     this.opts.onFailover?.({ from, to: this.urlOf(at), why: failed ? `${failed.message}: ${failed.details ?? ''}` : '' });
   }
 
-  private callOne<T>(ep: Endpoint, method: string, path: string, body?: unknown, retried = false): Promise<T> {
+  private callOne<T>(ep: Endpoint, method: string, path: string, body?: unknown, extra: Record<string, string> = {}, retried = false): Promise<T> {
     const url = new URL(path, ep.base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (payload) { headers['content-type'] = 'application/json'; headers['content-length'] = String(payload.length); }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
     const secure = url.protocol === 'https:' && ep.socketPath === undefined;
@@ -210,7 +225,7 @@ export class ControllerClient {
         // connection (every controller call is safe to repeat: binds and
         // releases are keyed by identity).
         if (req.reusedSocket && !retried && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
-          return resolve(this.callOne<T>(ep, method, path, body, true));
+          return resolve(this.callOne<T>(ep, method, path, body, extra, true));
         }
         reject(failover(connectionError(where, e)));
       });

@@ -15,7 +15,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import type { HistoryQuery, LeaseFilter } from '../common/api';
+import { MIN_REVISION_HEADER, MIN_REVISION_WAIT_MS, type HistoryQuery, type LeaseFilter } from '../common/api';
 import { BerthError, castError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { TlsFiles, type TlsMaterial } from '../common/tls';
@@ -124,12 +124,29 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
       }
       const params = re.exec(path)!.slice(1).map(decodeSegment);
       const body = () => readBody(req, { timeoutMs: opts.bodyTimeoutMs }).then(parseJsonObject);
-      handler({ params, query: target.query, body }).then(([s, b]) => reply(s, b), fail);
+      readYourWrites(req, deps.view).then(() => handler({ params, query: target.query, body })).then(([s, b]) => reply(s, b), fail);
     } catch (e) {
       fail(e);
     }
   };
   return createServer(handle, opts.tls, log);
+}
+
+/**
+ * A read that names the newest revision its client wrote waits (bounded)
+ * for this replica's view to reach it (common/api.ts "Reading your own
+ * writes"). A malformed value is ignored, not refused: it only ever makes
+ * a read wait.
+ */
+export async function readYourWrites(req: http.IncomingMessage, view: { revision: bigint; caughtUp(rev: bigint): Promise<void> }): Promise<void> {
+  const v = req.method === 'GET' ? req.headers[MIN_REVISION_HEADER] : undefined;
+  if (typeof v !== 'string' || !/^\d{1,19}$/.test(v)) return;
+  const rev = BigInt(v);
+  // A view waiter lives until its revision comes: none for revisions no write could have answered with yet.
+  if (rev <= view.revision || rev - view.revision > 1_000_000n) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([view.caughtUp(rev), new Promise<void>((r) => { timer = setTimeout(r, MIN_REVISION_WAIT_MS); })]);
+  clearTimeout(timer);
 }
 
 /** Methods whose requests carry a JSON body; they must say so (415 otherwise), which also keeps browser form posts out. */

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { AgentRequest, AgentResponse } from '../common/agent-protocol';
 import { ControllerClient } from '../common/controller-client';
 import { SUPPORTED_VERSIONS, versionAtLeast } from '../common/cni-version';
+import { addressAt, parseCidr } from '../common/cidr';
 import { readDelJournal } from '../common/del-journal';
 import { silentLogger } from '../common/log';
 import type { RunningController } from '../controller/app';
@@ -491,4 +492,23 @@ test('a second interface with its own identity gets its own lease and routes onl
   t.regex(nsExec(pod, 'ip', '-o', 'addr', 'show', 'dev', 'net1'), new RegExp(`inet ${re(ip1)}/32`));
   t.regex(linkState(s.host, vethNameFor('multi', 'net1')), /master berth0 .*state UP/);
   t.regex(hostRoutes(s), new RegExp(`^${re(ip1)} dev berth0`, 'm'));
+});
+
+test('the pod annotation berth.io/ip asks for an address on ADD; a bad one is 7 and changes nothing; DEL ignores it', async (t) => {
+  const s = await site(t);
+  const want = addressAt(parseCidr(s.cidr), 77n);
+  const annotated = (v: unknown) => ({ runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'berth.io/ip': v, 'other.io/x': 'y' } } });
+  const pod = s.lab.pod('ann');
+  const bad = await s.cni('ADD', 'ann-bad', pod, { extra: annotated('not-an-ip') });
+  t.is(bad.json?.code, 7, bad.stdout);
+  t.regex(bad.json.details, /pod annotation berth\.io\/ip: not an IPv4 address/);
+  t.falsy(await leaseOf(s, 'k8s/web/ann-bad'));
+  t.false(nsTry(pod, 'ip', 'link', 'show', 'eth0'), 'nothing plumbed');
+
+  const add = await s.cni('ADD', 'ann', pod, { extra: annotated(want) });
+  ok(t, add, 'ADD with the annotation');
+  t.is(addressOf(add), want);
+  t.like(await leaseOf(s, 'k8s/web/ann'), { ip: want, state: 'bound' });
+  ok(t, await s.cni('DEL', 'ann', pod, { extra: annotated('garbage') }), 'DEL with a bad annotation');
+  t.like(await leaseOf(s, 'k8s/web/ann'), { ip: want, state: 'held' });
 });
