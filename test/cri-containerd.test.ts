@@ -92,7 +92,8 @@ function calls(): Call[] {
 
 let uidSeq = 0;
 /** A PodSandboxConfig as kubelet builds it for a pod (labels, DNS, cgroup parent, pod network namespace). */
-function sandbox(n: Node, namespace: string, name: string, o: { portMappings?: PortMapping[] } = {}): PodSandboxConfig {
+const ANNOTATIONS = { 'kubernetes.io/config.source': 'api', 'kubernetes.io/config.seen': new Date(0).toISOString() };
+function sandbox(n: Node, namespace: string, name: string, o: { portMappings?: PortMapping[]; annotations?: Record<string, string> } = {}): PodSandboxConfig {
   const uid = `00000000-0000-4000-8000-${String(++uidSeq).padStart(12, '0')}`;
   return {
     metadata: { name, namespace, uid, attempt: 0 },
@@ -101,7 +102,7 @@ function sandbox(n: Node, namespace: string, name: string, o: { portMappings?: P
     dnsConfig: { servers: ['198.19.0.53'], searches: [`${namespace}.svc.cluster.local`, 'svc.cluster.local'], options: ['ndots:5'] },
     portMappings: o.portMappings ?? [],
     labels: { 'io.kubernetes.pod.name': name, 'io.kubernetes.pod.namespace': namespace, 'io.kubernetes.pod.uid': uid },
-    annotations: { 'kubernetes.io/config.source': 'api', 'kubernetes.io/config.seen': new Date(0).toISOString() },
+    annotations: { ...ANNOTATIONS, ...o.annotations },
     linux: { cgroupParent: `${n.cd.cgroupParent}/pod${uid}`, securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
   };
 }
@@ -237,6 +238,19 @@ test.serial('a port mapping reaches the pod through chained portmap, from anothe
   t.throws(() => tcpProbe(n2.h.sim, n1.h.sim.underlayIp, 30080), undefined, 'the mapping is gone with the sandbox');
 });
 
+test.serial('a pod\'s berth.io/ip annotation reaches the agent through containerd: the sandbox gets that address', async (t) => {
+  const [n1] = nodes;
+  const want = '198.18.47.200';
+  const s = await run(n1, sandbox(n1, 'ns2', 'pinned-0', { annotations: { 'berth.io/ip': want } }));
+  t.is(s.ip, want);
+  t.is((await lease(want)).identity, 'k8s/ns2/pinned-0');
+  await remove(n1, s.id);
+  const bad = await t.throwsAsync(n1.cd.cri.runPodSandbox(sandbox(n1, 'ns2', 'pinned-1', { annotations: { 'berth.io/ip': 'nope' } })), { instanceOf: CriError }) as CriError;
+  t.log(bad.line);
+  t.regex(bad.line, /plugin type="berth" failed \(add\): .*berth\.io\/ip: not an IPv4 address/);
+  t.false(bad.line.includes('\n'));
+});
+
 test.serial('Stop and Remove release the lease (held) and leave nothing in the host namespace', async (t) => {
   const [n1] = nodes;
   const before = links(n1.h);
@@ -299,8 +313,10 @@ test.serial('what containerd sent: ADD with the pod\'s CNI_ARGS, DEL at Stop wit
   // The DEL at Stop carries the cached result; the one at Remove has neither netns nor result.
   t.true('prevResult' in web1[1].conf);
   t.false('prevResult' in web1[2].conf);
-  // berth declares no capabilities, so containerd sends it no runtimeConfig at all.
-  t.true(web1.every((x) => x.conf.runtimeConfig === undefined));
+  // runtimeConfig carries exactly the capabilities berth's entry declares; the pod's annotations on every call.
+  const caps = Object.keys(web1[0].conf.capabilities ?? {}).filter((k) => web1[0].conf.capabilities[k] === true);
+  for (const x of web1) t.deepEqual(Object.keys(x.conf.runtimeConfig ?? {}).sort(), caps.filter((k) => k === 'io.kubernetes.cri.pod-annotations').sort());
+  if (caps.includes('io.kubernetes.cri.pod-annotations')) for (const x of web1) t.deepEqual(x.conf.runtimeConfig['io.kubernetes.cri.pod-annotations'], ANNOTATIONS);
 });
 
 test.serial('teardown leaves no pod netns, shim or pause process behind', async (t) => {
