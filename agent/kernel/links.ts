@@ -3,12 +3,12 @@
  * ensureX helpers read first and write only what differs, so calling them on
  * every reconcile pass touches nothing when the device is already right.
  */
-import type { rt } from 'netlink';
+import { AttrStream, FlagsGet, rt } from 'netlink';
 import { BerthError } from '../../common/errors';
 import { GATEWAY_MAC } from '../desired';
 import {
   AF_INET, CREATE_EXCL, REPLACE, VXLAN, cidr4, ip4, ip4text, isErrno, linkinfo, mac, mactext, nl, nlGone,
-  parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWLINK, RTM_SETLINK, SKIP_STATS } from './nl';
+  parseAttrs, parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWLINK, RTM_SETLINK, SKIP_STATS } from './nl';
 import { requestOffThread } from './netns';
 
 export interface LinkInfo {
@@ -23,32 +23,73 @@ export interface LinkInfo {
   data?: Map<number, Buffer>;
 }
 
-function toInfo(m: rt.LinkMessage): LinkInfo {
-  const li = parseLinkinfo(m.attrs.linkinfo);
-  return {
-    index: m.data.index!,
-    name: m.attrs.ifname ?? '',
+/**
+ * A link message's payload (struct ifinfomsg, then attributes) as a
+ * LinkInfo, reading only what Berth uses. The netlink package parses every
+ * attribute of every link into objects, which was most of a getLink's CPU
+ * (and of a pass's link dump); this reads the fixed header and five
+ * attributes (include/uapi/linux/rtnetlink.h, if_link.h). `peer` is
+ * IFLA_LINK: for a veth, its peer's ifindex.
+ */
+export function linkInfoOf(payload: Buffer): LinkInfo & { peer?: number } {
+  if (payload.length < IFINFOMSG_LEN) throw new BerthError('KernelError', `link message of ${payload.length} bytes`, 'short link message');
+  const attrs = parseAttrs(payload.subarray(IFINFOMSG_LEN));
+  const u32 = (t: number) => { const b = attrs.get(t); return b && b.length >= 4 ? b.readUInt32LE(0) : undefined; };
+  const li = parseLinkinfo(attrs.get(IFLA.LINKINFO));
+  const info: LinkInfo & { peer?: number } = {
+    index: payload.readInt32LE(4),
+    name: attrs.get(IFLA.IFNAME)?.toString().replace(/\0+$/, '') ?? '',
     kind: li.kind,
-    mtu: m.attrs.mtu,
-    mac: mactext(m.attrs.address),
-    up: !!m.data.flags?.up,
-    master: m.attrs.master || undefined,
+    mtu: u32(IFLA.MTU),
+    mac: mactext(attrs.get(IFLA.ADDRESS)),
+    up: (payload.readUInt32LE(8) & IFF_UP) !== 0,
+    master: u32(IFLA.MASTER) || undefined,
     data: li.data,
   };
+  const peer = u32(IFLA.LINK);
+  if (peer !== undefined) info.peer = peer;
+  return info;
 }
+
+const IFINFOMSG_LEN = 16;
+const IFF_UP = 1;
+/** IFLA_* of the link messages Berth reads (if_link.h). */
+const IFLA = { ADDRESS: 1, IFNAME: 3, MTU: 4, LINK: 5, MASTER: 10, LINKINFO: 18 } as const;
+/** RTM_GETLINK, RTM_NEWLINK (rtnetlink.h). */
+const RTM_GETLINK = 18;
+const NEWLINK = 16;
+
+/** The GETLINK request body: ifinfomsg, then IFLA_IFNAME (when named) and IFLA_EXT_MASK (skip statistics). */
+function getLinkBody(name?: string): Uint8Array[] {
+  const body = new AttrStream();
+  rt.formatLinkMessage({ kind: 'link', data: {}, attrs: { ...(name !== undefined ? { ifname: name } : {}), extMask: SKIP_STATS } }, body);
+  return body.bufs;
+}
+
+/** The payloads of the RTM_NEWLINK messages in an answer. */
+const linkPayloads = (msgs: { type: number; data: Buffer }[]) => msgs.filter((m) => m.type === NEWLINK).map((m) => m.data);
 
 export async function listLinks(sock: Netlink): Promise<LinkInfo[]> {
-  return (await dump(sock, 'list links', () => sock.getLinks({}, { extMask: SKIP_STATS }))).map(toInfo);
+  const [msgs] = await dump(sock, 'list links', () => sock.socket.request(RTM_GETLINK, getLinkBody(), { flags: FlagsGet.DUMP }));
+  return linkPayloads(msgs).map(linkInfoOf);
 }
 
-export async function getLink(sock: Netlink, name: string): Promise<LinkInfo | undefined> {
+/** The link called name, with its IFLA_LINK (peer) when it has one; undefined when there is none. */
+export async function getLinkWithPeer(sock: Netlink, name: string): Promise<(LinkInfo & { peer?: number }) | undefined> {
   try {
-    const [m] = await nl(`get link ${name}`, sock.getLink({}, { ifname: name, extMask: SKIP_STATS }));
-    return m && toInfo(m);
+    const [msgs] = await nl(`get link ${name}`, sock.socket.request(RTM_GETLINK, getLinkBody(name)));
+    const [p] = linkPayloads(msgs);
+    return p && linkInfoOf(p);
   } catch (e) {
     if (isErrno(e, 'ENODEV', 'ENOENT')) return undefined;
     throw e;
   }
+}
+
+export async function getLink(sock: Netlink, name: string): Promise<LinkInfo | undefined> {
+  const l = await getLinkWithPeer(sock, name);
+  if (l) delete l.peer;
+  return l;
 }
 
 async function mustGetLink(sock: Netlink, name: string): Promise<LinkInfo> {

@@ -25,10 +25,10 @@
  */
 import { BRIDGE_NAME, hostVethMacFor } from '../desired';
 import { BerthError } from '../../common/errors';
-import { deleteLink, createVethPair, ensureAddress, getLink, setLinkAttrs, setUp, setUpOffThread, vethNameFor } from './links';
+import { deleteLink, createVethPair, ensureAddress, getLink, getLinkWithPeer, setLinkAttrs, setUp, setUpOffThread, vethNameFor } from './links';
 import { deleteLinkOffThread, netnsOf, openNetnsFd, requestOffThread, withNetns } from './netns';
 import type { Netlink } from './nl';
-import { RTM_SETLINK, SKIP_STATS, linkRequest, nlGone } from './nl';
+import { RTM_SETLINK, linkRequest, nlGone } from './nl';
 import { defaultRouteElsewhere, deleteNeigh, deleteRoute, replaceRoute, type LinkIndex } from './routes';
 import * as fs from 'node:fs';
 import type { rt } from 'netlink';
@@ -125,9 +125,7 @@ async function deleteVeth(host: Netlink, hostVeth: string): Promise<void> {
 /** IFLA_LINK of a veth: the peer's ifindex (in the peer's netns). */
 async function peerIndexOf(sock: Netlink, name: string): Promise<number | undefined> {
   try {
-    const [m] = await sock.getLink({}, { ifname: name, extMask: SKIP_STATS });
-    const link = m?.attrs.link;
-    return link && link.length >= 4 ? link.readUInt32LE(0) : undefined;
+    return (await getLinkWithPeer(sock, name))?.peer;
   } catch {
     return undefined;
   }

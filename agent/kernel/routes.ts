@@ -7,14 +7,14 @@
 import type { FdbSpec, NeighSpec, RouteSpec } from '../plan';
 import {
   AF_BRIDGE, AF_INET, BERTH_RT_PROTO, REPLACE, RTNH_F_ONLINK, RT_TABLE_MAIN, cidr4, ip4, ip4text, mac, mactext, nl, nlGone,
-  type Netlink, dump, SKIP_STATS } from './nl';
+  type Netlink, dump } from './nl';
+import { listLinks } from './links';
 
 /** name -> index, the resolution every write needs. */
 export type LinkIndex = Map<string, number>;
 
 export async function linkIndex(sock: Netlink): Promise<LinkIndex> {
-  const links = await dump(sock, 'list links', () => sock.getLinks({}, { extMask: SKIP_STATS }));
-  return new Map(links.map((l) => [l.attrs.ifname ?? '', l.data.index!]));
+  return new Map((await listLinks(sock)).map((l) => [l.name, l.index]));
 }
 
 function indexOf(links: LinkIndex, dev: string): number {
