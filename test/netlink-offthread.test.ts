@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import { createVeth, getLink, setUpOffThread } from '../agent/kernel/links';
 import { bpfAddon, openNetlinkIn, openNetnsFd, requestOffThread, warmThreadPool } from '../agent/kernel/netns';
-import { KernelError, RTM_SETLINK, linkRequest } from '../agent/kernel/nl';
+import { KernelError, RTM_DELROUTE, RTM_SETLINK, linkRequest, rtRequest } from '../agent/kernel/nl';
 import { Lab, nsExec } from '../sim/netns';
 
 const threadNetns = () => new Set(fs.readdirSync('/proc/self/task').map((tid) => fs.readlinkSync(`/proc/self/task/${tid}/ns/net`)));
@@ -38,6 +38,11 @@ test('a veth pair created and brought up from pool threads lands in the right na
   t.true((await getLink(podSock, 'eth0'))!.up, 'brought up by a request sent from a pool thread');
   const gone = await t.throwsAsync(requestOffThread(sock, 'up nothing', linkRequest(RTM_SETLINK, { index: 999_999, flags: { up: true }, change: { up: true } }, {}))!);
   t.true(gone instanceof KernelError && gone.errno === 'ENODEV', String(gone));
+  // An errno the addon has no name for still comes back by its own name.
+  const noRoute = await t.throwsAsync(requestOffThread(sock, 'delete route', rtRequest(RTM_DELROUTE, {
+    kind: 'route', data: { family: 2, dstLen: 32, table: 254, scope: 253, type: 1 }, attrs: { dst: Buffer.from([198, 18, 9, 9]), oif: 1 },
+  }))!);
+  t.true(noRoute instanceof KernelError && noRoute.errno === 'ESRCH', String(noRoute));
   t.deepEqual(threadNetns(), before, 'every thread is back in our own namespace');
 });
 

@@ -8,7 +8,8 @@ import { BerthError } from '../../common/errors';
 import { GATEWAY_MAC } from '../desired';
 import {
   AF_INET, CREATE_EXCL, REPLACE, VXLAN, cidr4, ip4, ip4text, isErrno, linkinfo, mac, mactext, nl, nlGone,
-  parseAttrs, parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWLINK, RTM_SETLINK, SKIP_STATS } from './nl';
+  parseAttrs, parseLinkinfo, vethPeer, vxlanData, type Netlink, dump, linkRequest, RTM_NEWADDR, RTM_NEWLINK, RTM_SETLINK, SKIP_STATS } from './nl';
+import { rtWrite } from './offthread';
 import { requestOffThread } from './netns';
 
 export interface LinkInfo {
@@ -144,10 +145,9 @@ export async function listAddresses(sock: Netlink, index?: number): Promise<{ in
 export async function ensureAddress(sock: Netlink, index: number, cidr: string, o: { fresh?: boolean } = {}): Promise<void> {
   const { ip, prefix } = cidr4(cidr);
   if (!o.fresh && (await listAddresses(sock, index)).some((a) => a.cidr === `${ip}/${prefix}`)) return;
-  await nl(
-    `add address ${cidr}`,
-    sock.newAddress({ family: AF_INET, prefixlen: prefix, index }, { local: ip4(ip), address: ip4(ip) }, REPLACE),
-  );
+  const data = { family: AF_INET, prefixlen: prefix, index };
+  const attrs = { local: ip4(ip), address: ip4(ip) };
+  await rtWrite(sock, `add address ${cidr}`, RTM_NEWADDR, { kind: 'address', data, attrs }, REPLACE.flags, () => sock.newAddress(data, attrs, REPLACE));
 }
 
 export async function deleteAddress(sock: Netlink, index: number, cidr: string): Promise<void> {

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RawNetlinkSocket, createRtNetlink, type RtNetlinkSocket } from 'netlink';
 import { BerthError } from '../../common/errors';
-import { KernelError } from './nl';
+import { KernelError, errnoName } from './nl';
 import { NETLINK_NETFILTER } from '../nft-setelem';
 
 interface Addon {
@@ -189,8 +189,8 @@ export function requestOffThread(sock: RtNetlinkSocket, op: string, message: Buf
   if (ns === undefined) return undefined;
   const a = load();
   const fd = ns === OWN_NETNS ? a.routeSocket() : enterSync(ns, () => a.routeSocket());
-  return a.requestOn(fd, message).catch((e: { code?: string; message?: string }) => {
-    throw new KernelError(e.code && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO', op);
+  return a.requestOn(fd, message).catch((e: { code?: string; errno?: number }) => {
+    throw new KernelError(errnoName(e.errno) ?? (e.code && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO'), op);
   });
 }
 

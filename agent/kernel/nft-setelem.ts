@@ -6,14 +6,12 @@
  * time the send completes; the timeout only guards against a socket that
  * lost them (receive buffer overrun).
  */
-import { constants } from 'node:os';
 import { RawNetlinkSocket } from 'netlink';
-import { KernelError } from './nl';
+import { KernelError, errnoName } from './nl';
 import { NETLINK_NETFILTER, readAcks, setElemBatch, type SetElemChange } from '../nft-setelem';
 
 const ACK_TIMEOUT_MS = 2000;
 
-const errnoName = (n: number) => Object.entries(constants.errno).find(([, v]) => v === n)?.[0] ?? String(n);
 
 export type SetElemApply = (change: SetElemChange) => Promise<void>;
 
@@ -57,7 +55,7 @@ export class NftSetSocket {
       // One refusal aborts the whole batch, a removal of a missing element
       // (ENOENT) included: the memory was wrong, and the caller rewrites the table.
       const refused = got.find((a) => a.errno !== 0);
-      if (refused) throw new KernelError(refused.errno > 0 ? errnoName(refused.errno) : 'EIO', `nftables set update (${change.family}/${change.table}/${change.set}, ${refused.op})`);
+      if (refused) throw new KernelError(refused.errno > 0 ? errnoName(refused.errno) ?? String(refused.errno) : 'EIO', `nftables set update (${change.family}/${change.table}/${change.set}, ${refused.op})`);
     } finally {
       clearTimeout(timer);
       for (const a of batch.acks) this.waiting.delete(a.seq);

@@ -5,6 +5,7 @@
  * typed KernelError. Attribute numbers are from include/uapi/linux/if_link.h.
  */
 import { AttrStream, FlagsNew, formatMessage, ifla, rt, type RtNetlinkSocket } from 'netlink';
+import { constants as osConstants } from 'node:os';
 import { BerthError } from '../../common/errors';
 
 export type Netlink = RtNetlinkSocket;
@@ -34,6 +35,12 @@ export class KernelError extends BerthError {
 
 export function isErrno(e: unknown, ...names: string[]): boolean {
   return e instanceof KernelError && names.includes(e.errno);
+}
+
+/** An errno's name (ESRCH, ...), as a KernelError carries it; undefined for an unknown number. */
+export function errnoName(n: number | undefined): string | undefined {
+  if (n === undefined) return undefined;
+  return Object.entries(osConstants.errno).find(([, v]) => v === n)?.[0];
 }
 
 /** The single place a netlink failure becomes a BerthError. */
@@ -201,19 +208,38 @@ export function vxlanData(o: { vni: number; local: string; port: number; linkInd
 
 /** nlmsg_flags NLM_F_REQUEST | NLM_F_ACK (include/uapi/linux/netlink.h). */
 const REQUEST_ACK = 0x1 | 0x4;
-/** RTM_NEWLINK, RTM_SETLINK (include/uapi/linux/rtnetlink.h). */
+/** Message types (include/uapi/linux/rtnetlink.h). */
 export const RTM_NEWLINK = 16;
 export const RTM_SETLINK = 19;
+export const RTM_NEWADDR = 20;
+export const RTM_NEWROUTE = 24;
+export const RTM_DELROUTE = 25;
+export const RTM_DELNEIGH = 29;
+
+/** A request's body, in the netlink package's vocabulary. */
+export type RtBody =
+  | { kind: 'link'; data: rt.Link; attrs: ifla.LinkAttrs }
+  | { kind: 'address'; data: rt.Address; attrs: rt.AddressAttrs }
+  | { kind: 'route'; data: rt.Route; attrs: rt.RouteAttrs }
+  | { kind: 'neighbor'; data: rt.Neighbor; attrs: rt.NeighborAttrs };
 
 /**
- * A whole link request (header included) as the netlink package would send
- * it, for sockets it doesn't own (requestOffThread). Sequence number 1:
- * each such request has a socket of its own.
+ * A whole request (header included) as the netlink package would send it,
+ * for sockets it doesn't own (requestOffThread). Sequence number 1: each
+ * such request has a socket of its own.
  */
-export function linkRequest(type: number, data: rt.Link, attrs: ifla.LinkAttrs, flags = 0): Buffer {
+export function rtRequest(type: number, b: RtBody, flags = 0): Buffer {
   const body = new AttrStream();
-  rt.formatLinkMessage({ kind: 'link', data, attrs }, body);
+  if (b.kind === 'link') rt.formatLinkMessage(b, body);
+  else if (b.kind === 'address') rt.formatAddressMessage(b, body);
+  else if (b.kind === 'route') rt.formatRouteMessage(b, body);
+  else rt.formatNeighborMessage(b, body);
   return Buffer.concat(formatMessage({ type, flags: REQUEST_ACK | flags, seq: 1, port: 0, data: body.bufs }));
+}
+
+/** rtRequest for a link message. */
+export function linkRequest(type: number, data: rt.Link, attrs: ifla.LinkAttrs, flags = 0): Buffer {
+  return rtRequest(type, { kind: 'link', data, attrs }, flags);
 }
 
 /**

@@ -7,7 +7,8 @@
 import type { FdbSpec, NeighSpec, RouteSpec } from '../plan';
 import {
   AF_BRIDGE, AF_INET, BERTH_RT_PROTO, REPLACE, RTNH_F_ONLINK, RT_TABLE_MAIN, cidr4, ip4, ip4text, mac, mactext, nl, nlGone,
-  type Netlink, dump } from './nl';
+  type Netlink, dump, castNetlinkError, RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWROUTE } from './nl';
+import { rtWrite } from './offthread';
 import { listLinks } from './links';
 
 /** name -> index, the resolution every write needs. */
@@ -53,16 +54,21 @@ function routeMsg(r: RouteSpec, links: LinkIndex, o: RouteOpts = {}) {
 }
 
 export async function replaceRoute(sock: Netlink, links: LinkIndex, r: RouteSpec, o?: RouteOpts): Promise<void> {
-  await nl(`replace route ${r.dst}`, (async () => {
-    const m = routeMsg(r, links, o);
-    return sock.newRoute(m.data, m.attrs, REPLACE);
-  })());
+  const op = `replace route ${r.dst}`;
+  let m: ReturnType<typeof routeMsg>;
+  try {
+    m = routeMsg(r, links, o);
+  } catch (e) {
+    throw castNetlinkError(e, op);
+  }
+  await rtWrite(sock, op, RTM_NEWROUTE, { kind: 'route', ...m }, REPLACE.flags, () => sock.newRoute(m.data, m.attrs, REPLACE));
 }
 
 export async function deleteRoute(sock: Netlink, links: LinkIndex, r: RouteSpec, o?: RouteOpts): Promise<void> {
   if (!links.has(r.dev)) return; // device gone: the kernel dropped its routes with it
   const m = routeMsg(r, links, o);
-  await nlGone(`delete route ${r.dst}`, sock.delRoute(m.data, m.attrs));
+  const op = `delete route ${r.dst}`;
+  await nlGone(op, rtWrite(sock, op, RTM_DELROUTE, { kind: 'route', ...m }, 0, () => sock.delRoute(m.data, m.attrs)));
 }
 
 /**
@@ -119,7 +125,10 @@ export async function replaceNeigh(sock: Netlink, links: LinkIndex, n: NeighSpec
 
 export async function deleteNeigh(sock: Netlink, links: LinkIndex, n: NeighSpec): Promise<void> {
   if (!links.has(n.dev)) return;
-  await nlGone(`delete neigh ${n.ip}`, sock.delNeighbor({ family: AF_INET, ifindex: indexOf(links, n.dev) }, { dst: ip4(n.ip) }));
+  const op = `delete neigh ${n.ip}`;
+  const data = { family: AF_INET, ifindex: indexOf(links, n.dev) };
+  const attrs = { dst: ip4(n.ip) };
+  await nlGone(op, rtWrite(sock, op, RTM_DELNEIGH, { kind: 'neighbor', data, attrs }, 0, () => sock.delNeighbor(data, attrs)));
 }
 
 /** Permanent IPv4 neighbours on dev (Berth owns every one on its VXLAN device). */

@@ -94,6 +94,9 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_create_string_utf8(env, berth_errno_name(err), NAPI_AUTO_LENGTH, &code);
     napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, code, msg, &v);
+    napi_value num;
+    napi_create_int32(env, err, &num);
+    napi_set_named_property(env, v, "errno", num); /* every errno, where code names only the common ones */
     napi_reject_deferred(env, r->deferred, v);
   }
   napi_delete_async_work(env, r->work);
