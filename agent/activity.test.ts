@@ -28,3 +28,10 @@ test('a failing request is counted out too', async (t) => {
   await t.throwsAsync(a.during(async () => { throw new Error('refused'); }));
   t.is(a.active, 0);
 });
+
+test('a settle that ran out leaves no waiter behind, even while requests keep going', async (t) => {
+  const a = new Activity();
+  void a.during(() => new Promise<void>(() => undefined));
+  for (let i = 0; i < 20; i++) await a.settle(1);
+  t.is(a.waiting, 0);
+});

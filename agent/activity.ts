@@ -22,17 +22,23 @@ export class Activity {
     return this.busy;
   }
 
+  /** Callers waiting in settle() (none left behind by a wait that ran out). */
+  get waiting(): number {
+    return this.idleWaiters.length;
+  }
+
   /** Resolves once nothing is in progress, or after maxWaitMs, whichever comes first. */
   settle(maxWaitMs: number): Promise<void> {
     if (this.busy === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, maxWaitMs);
-      const waiter = () => done();
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        const i = this.idleWaiters.indexOf(done);
+        if (i >= 0) this.idleWaiters.splice(i, 1);
         resolve();
-      }
-      this.idleWaiters.push(waiter);
+      };
+      const timer = setTimeout(done, maxWaitMs);
+      this.idleWaiters.push(done);
     });
   }
 }

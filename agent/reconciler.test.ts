@@ -89,3 +89,34 @@ test('an event pass waits for yieldTo; start, resync and retry passes do not', a
   release();
   t.is((await next).why, 'cni');
 });
+
+test('devices are ensured on start, on a verifying pass, when the wanted devices change, and after a failed pass; not on every event', async (t) => {
+  const k = fakeKernel();
+  const ensured: string[] = [];
+  const dev = (local: string) => ({ bridge: { name: 'berth0', address: '198.18.0.1/32', mtu: 1450 }, vxlan: { name: 'berth.vxlan', vni: 1, local, port: 4789, mtu: 1450 } });
+  let devices = dev('198.19.0.11');
+  let refuse = false;
+  const r = new Reconciler({
+    netlink: {} as Netlink, desired: () => ({ ...want(1), devices }) as never, log: silentLogger, retryMs: 600_000,
+    kernel: { ...k.kernel, ensureDevices: async (_nl, d) => { if (refuse) throw new Error('Request rejected: ENODEV'); ensured.push(d.vxlan.local); } },
+  });
+  t.teardown(() => r.stop());
+  const pass = async (why: string) => { const p = r.waitForPass(); if (why === 'start') r.start(); else r.markDirty(why); return p; };
+  await pass('start');
+  await pass('watch');
+  await pass('cni');
+  t.deepEqual(ensured, ['198.19.0.11'], 'event passes with the same devices skip the lookups');
+  devices = dev('198.19.0.12');
+  await pass('watch');
+  t.deepEqual(ensured, ['198.19.0.11', '198.19.0.12'], 'changed devices are ensured at the next event');
+  refuse = true;
+  devices = dev('198.19.0.13');
+  t.like(await pass('watch'), { failed: 1 }, 'the kernel refused the changed devices');
+  refuse = false;
+  await pass('watch');
+  t.deepEqual(ensured, ['198.19.0.11', '198.19.0.12', '198.19.0.13'], 'after a failed pass the next one ensures them');
+  await pass('cni');
+  t.is(ensured.length, 3);
+  await pass('resync');
+  t.is(ensured.length, 4, 'a resync pass always checks them');
+});

@@ -41,7 +41,7 @@ export interface ReconcilerOptions {
   /** Delay before retrying a pass that had failed ops or threw. */
   retryMs?: number;
   /** Replaces observe/apply (benchmarks count kernel time separately); defaults to the real kernel. */
-  kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply };
+  kernel?: { observe(nl: Netlink): Promise<KernelState>; apply: typeof apply; ensureDevices?: typeof ensureDevices };
   /**
    * Hands desired.firewall to the firewall loop (agent/firewall-loop.ts) after
    * each pass; never waits. verify: read the live tables back even if nothing changed.
@@ -107,8 +107,8 @@ export class Reconciler {
   private running = false;
   /** True from the moment a pass reads its input until it completes. */
   private inPass = false;
-  /** ensureDevices ran and no pass failed since: event passes skip it. */
-  private devicesChecked = false;
+  /** The devices ensureDevices last made right (and no pass failed since): event passes wanting the same skip it. */
+  private devicesChecked: string | undefined;
   private stopped = true;
   private scheduled: NodeJS.Immediate | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -168,7 +168,7 @@ export class Reconciler {
         this.dirty = null;
         const r = await this.pass(why);
         if (r.failed > 0) {
-          this.devicesChecked = false;
+          this.devicesChecked = undefined;
           this.retrySoon();
         }
       }
@@ -198,14 +198,16 @@ export class Reconciler {
     try {
       const desired = this.o.desired();
       if (desired) {
-        // The devices are checked on start, resync and retry passes (a device
-        // deleted behind our back makes an event pass fail, and its retry
-        // repairs it): an event pass after every CNI ADD need not look them
-        // up again, and under a burst of ADDs each lookup waits for the
-        // kernel's RTNL behind the veths being created.
-        if (desired.devices && (VERIFYING_PASSES.has(why) || !this.devicesChecked)) {
-          await ensureDevices(this.o.netlink, desired.devices);
-          this.devicesChecked = true;
+        // The devices are checked on start, resync and retry passes, and when
+        // the wanted devices changed (a device deleted behind our back makes
+        // an event pass fail, and its retry repairs it): an event pass after
+        // every CNI ADD need not look them up again, and under a burst of
+        // ADDs each lookup waits for the kernel's RTNL behind the veths
+        // being created.
+        const devices = desired.devices ? JSON.stringify(desired.devices) : undefined;
+        if (desired.devices && (VERIFYING_PASSES.has(why) || this.devicesChecked !== devices)) {
+          await (this.kernel.ensureDevices ?? ensureDevices)(this.o.netlink, desired.devices);
+          this.devicesChecked = devices;
         }
         const actual = await this.kernel.observe(this.o.netlink);
         plan = planChanges(desired, actual);

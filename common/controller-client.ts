@@ -15,7 +15,7 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { MIN_REVISION_HEADER, type ClusterStatus } from './api';
+import { MIN_REVISION_HEADER, REVISION_HEADER, type ClusterStatus } from './api';
 import type {
   BindRequest, BindResponse, CreatePool, DeletePoolResponse, ForgetResponse, Health, HistoryPage, HistoryQuery, HostView, LeaseFilter, LeasePage, LeaseView,
   PinRequest, PoolUsage, ReleaseRequest, ReleaseResponse, UpdatePool,
@@ -166,6 +166,11 @@ export class ControllerClient {
   /** The newest revision a write of this client answered with. */
   private seen = 0n;
 
+  /** A replica answered a read at revision v after waiting: never wait for more than it can show (etcd restored to an older revision). */
+  private lowerTo(v: string | string[] | undefined): void {
+    if (typeof v === 'string' && /^\d{1,20}$/.test(v) && BigInt(v) < this.seen) this.seen = BigInt(v);
+  }
+
   private note(r: unknown): void {
     const o = r as { revision?: unknown; lease?: { revision?: unknown }; freed?: { revision?: unknown } } | undefined;
     for (const v of [o?.revision, o?.lease?.revision, o?.freed?.revision]) {
@@ -213,6 +218,7 @@ export class ControllerClient {
           if (parsed === undefined && text !== '') {
             return reject(new BerthError('Internal', `${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply'));
           }
+          if (method === 'GET') this.lowerTo(res.headers[REVISION_HEADER]);
           resolve((parsed ?? {}) as T);
         });
         res.on('error', (e) => reject(failover(new BerthError('TryAgainLater', `${ep.where}: ${e.message}`, 'controller connection failed'))));
@@ -221,10 +227,12 @@ export class ControllerClient {
       req.on('timeout', () => req.destroy(new Error(`no reply from ${where} within ${this.opts.timeoutMs ?? 10_000} ms`)));
       req.on('error', (e: NodeJS.ErrnoException) => {
         // A kept-alive connection the controller closed as idle just as we
-        // reused it: the request never reached it. Once more, on a fresh
-        // connection (every controller call is safe to repeat: binds and
-        // releases are keyed by identity).
-        if (req.reusedSocket && !retried && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
+        // reused it: the request most likely never reached it. A read is
+        // sent once more on a fresh connection. A write is not: had the
+        // controller committed it, a repeated bind would answer
+        // `allocated: false` and a failed ADD would hold the address instead
+        // of freeing it; the caller's error (try again) is the safe answer.
+        if (method === 'GET' && req.reusedSocket && !retried && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
           return resolve(this.callOne<T>(ep, method, path, body, extra, true));
         }
         reject(failover(connectionError(where, e)));

@@ -15,7 +15,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { MIN_REVISION_HEADER, MIN_REVISION_WAIT_MS, type HistoryQuery, type LeaseFilter } from '../common/api';
+import { MIN_REVISION_HEADER, MIN_REVISION_WAIT_MS, REVISION_HEADER, type HistoryQuery, type LeaseFilter } from '../common/api';
 import { BerthError, castError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { TlsFiles, type TlsMaterial } from '../common/tls';
@@ -124,7 +124,10 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
       }
       const params = re.exec(path)!.slice(1).map(decodeSegment);
       const body = () => readBody(req, { timeoutMs: opts.bodyTimeoutMs }).then(parseJsonObject);
-      readYourWrites(req, deps.view).then(() => handler({ params, query: target.query, body })).then(([s, b]) => reply(s, b), fail);
+      // /healthz is unauthenticated: it never waits for anything.
+      (path === '/healthz' ? Promise.resolve() : readYourWrites(req, deps.view))
+        .then(() => handler({ params, query: target.query, body }))
+        .then(([s, b]) => reply(s, b, method === 'GET' ? { [REVISION_HEADER]: String(deps.view.revision) } : {}), fail);
     } catch (e) {
       fail(e);
     }
@@ -138,15 +141,13 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
  * writes"). A malformed value is ignored, not refused: it only ever makes
  * a read wait.
  */
-export async function readYourWrites(req: http.IncomingMessage, view: { revision: bigint; caughtUp(rev: bigint): Promise<void> }): Promise<void> {
+export async function readYourWrites(req: http.IncomingMessage, view: { revision: bigint; caughtUpWithin(rev: bigint, ms: number): Promise<boolean> }): Promise<void> {
   const v = req.method === 'GET' ? req.headers[MIN_REVISION_HEADER] : undefined;
   if (typeof v !== 'string' || !/^\d{1,19}$/.test(v)) return;
   const rev = BigInt(v);
-  // A view waiter lives until its revision comes: none for revisions no write could have answered with yet.
+  // None for revisions no write could have answered with yet.
   if (rev <= view.revision || rev - view.revision > 1_000_000n) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([view.caughtUp(rev), new Promise<void>((r) => { timer = setTimeout(r, MIN_REVISION_WAIT_MS); })]);
-  clearTimeout(timer);
+  await view.caughtUpWithin(rev, MIN_REVISION_WAIT_MS);
 }
 
 /** Methods whose requests carry a JSON body; they must say so (415 otherwise), which also keeps browser form posts out. */

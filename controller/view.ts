@@ -17,6 +17,7 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { pagedRange } from '../common/etcd-paged';
 import { keys, parseKey, ROOT } from '../common/keys';
+import { RevisionWaiters } from './revision-waiters';
 import type { Logger } from '../common/log';
 import type { Host, LeaseView, Pool } from '../common/records';
 
@@ -44,11 +45,10 @@ class State {
 
 export class ClusterView {
   private s = new State();
-  revision = 0n;
+  private readonly revs = new RevisionWaiters();
   private watcher: Watcher | null = null;
   private closed = false;
   private relisting: Promise<void> | null = null;
-  private readonly waiters: { rev: bigint; resolve: () => void }[] = [];
   private readonly listeners = new Set<ViewListener>();
 
   constructor(private readonly etcd: Etcd3, private readonly log: Logger) {}
@@ -97,11 +97,14 @@ export class ClusterView {
   /** Listed and watching: false before the first list and while relisting (readiness, controller/app.ts). */
   get synced(): boolean { return this.watcher !== null && this.relisting === null; }
 
+  /** The newest etcd revision the view has applied. */
+  get revision(): bigint { return this.revs.revision; }
+
   /** Resolves once the view has seen revision `rev` (used after our own writes). */
-  caughtUp(rev: bigint): Promise<void> {
-    if (this.revision >= rev) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ rev, resolve }));
-  }
+  caughtUp(rev: bigint): Promise<void> { return this.revs.caughtUp(rev); }
+
+  /** caughtUp, bounded (reads that must see a client's writes): false after `ms`. */
+  caughtUpWithin(rev: bigint, ms: number): Promise<boolean> { return this.revs.caughtUpWithin(rev, ms); }
 
   private relist(): Promise<void> {
     if (!this.relisting) {
@@ -159,10 +162,7 @@ export class ClusterView {
   }
 
   private setRevision(rev: bigint): void {
-    if (rev > this.revision) this.revision = rev;
-    for (let i = this.waiters.length - 1; i >= 0; i--) {
-      if (this.waiters[i].rev <= this.revision) { this.waiters[i].resolve(); this.waiters.splice(i, 1); }
-    }
+    this.revs.seen(rev);
   }
 }
 

@@ -134,6 +134,19 @@ napi_value berth_js_route_socket(napi_env env, napi_callback_info info) {
     napi_throw_error(env, berth_errno_name(errno), strerror(errno));
     return NULL;
   }
+  /*
+   * An error answer echoes only the request's header, not the whole
+   * request: nl_transact reads answers into a 4 KiB buffer, and a truncated
+   * echo of a larger refused request would never parse, leaving the pool
+   * thread in recv for good.
+   */
+  int one = 1;
+  if (setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one)) < 0) {
+    int err = errno;
+    close(fd);
+    napi_throw_error(env, berth_errno_name(err), strerror(err));
+    return NULL;
+  }
   napi_value v;
   napi_create_int32(env, fd, &v);
   return v;
