@@ -25,7 +25,7 @@ import { NAME_RE as CNI_NAME_RE } from '../common/cni-config';
 import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, event, holdSecondsFor, newLease, type Decision, type HostStatus } from './lease-rules';
 import { checkPoolFits, poolFromRequest, updatedPool } from './pool-rules';
 import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, releaseOps, type Compare } from './txn';
-import type { ClusterView } from './view';
+import type { ClusterView, Versioned } from './view';
 
 /**
  * Pool creates and deletes all rewrite the pool-set guard, so N of them racing
@@ -159,11 +159,16 @@ export class LeaseStore {
   }
 
   async pool(name: string): Promise<Pool> {
+    return (await this.versionedPool(name)).value;
+  }
+
+  /** The pool with its mod revision: from the view, else from etcd. */
+  private async versionedPool(name: string): Promise<Versioned<Pool>> {
     const cached = this.view.pools.get(name);
-    if (cached) return cached.value;
+    if (cached) return cached;
     const fresh = await readKey<Pool>(this.etcd, keys.pool(name));
     if (!fresh.value) throw new BerthError('PoolNotFound', name);
-    return fresh.value;
+    return { value: fresh.value, mod: fresh.mod };
   }
 
   async poolUsage(name: string): Promise<PoolUsage> {
@@ -281,8 +286,11 @@ export class LeaseStore {
     if (typeof req?.containerId !== 'string' || req.containerId === '') throw new BerthError('InvalidRequest', 'containerId', 'containerId is required to release');
     if (req.ifName !== undefined && typeof req.ifName !== 'string') throw new BerthError('InvalidRequest', 'ifName', 'ifName must be a string');
     if (req.discard !== undefined && typeof req.discard !== 'boolean') throw new BerthError('InvalidRequest', String(req.discard), 'discard must be true or false');
-    const pool = await this.pool(poolName);
-    const decide = (l: Lease) => decideRelease(l, req.containerId, holdSecondsFor(pool, l), this.now(), req.discard === true);
+    // The hold comes from the pool's settings, so the commit compares the
+    // pool key too: a release that commits after a hold change (made on any
+    // replica) was decided with the new hold, never with a stale view's.
+    let pool = await this.versionedPool(poolName);
+    const decide = (l: Lease) => decideRelease(l, req.containerId, holdSecondsFor(pool.value, l), this.now(), req.discard === true);
     // First from the watch-fed view, as bind does: the commit compares the
     // lease's mod revision, so a stale view costs one more round, never a
     // wrong release. Its negative answers (no lease, not this container's)
@@ -291,27 +299,29 @@ export class LeaseStore {
     if (cached && !bindingOnOtherInterface(cached, req)) {
       const d = decide(cached);
       if (d.next || d.frees) {
-        const rev = await this.commitRelease(cached, d);
+        const rev = await this.commitRelease(cached, d, pool.mod);
         if (rev !== null) return this.released(cached, d, rev);
       }
     }
     const backoff = new Backoff();
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       if (attempt > 0) await backoff.next();
-      const lease = await this.readLease(poolName, req);
-      if (!lease) return { outcome: 'not-found' };
+      const [fresh, lease] = await Promise.all([readKey<Pool>(this.etcd, keys.pool(poolName)), this.readLease(poolName, req)]);
+      // A deleted pool took its leases with it.
+      if (!fresh.value || !lease) return { outcome: 'not-found' };
+      pool = { value: fresh.value, mod: fresh.mod };
       if (bindingOnOtherInterface(lease, req)) return { outcome: 'stale', lease };
       const d = decide(lease);
       if (!d.next && !d.frees) return { outcome: d.outcome, lease };
-      const rev = await this.commitRelease(lease, d);
+      const rev = await this.commitRelease(lease, d, pool.mod);
       if (rev !== null) return this.released(lease, d, rev);
     }
     throw new BerthError('Contention', `release in ${poolName}: ${this.maxAttempts} conflicting attempts`);
   }
 
   /** A held lease is written back; a freed one goes with its identity key, as the expirer frees it. */
-  private commitRelease(cur: LeaseView, d: Decision): Promise<bigint | null> {
-    return commitIf(this.etcd, [[keys.lease(cur.pool, cur.ip), 'Mod', cur.revision]], releaseOps(this.etcd, cur, d));
+  private commitRelease(cur: LeaseView, d: Decision, poolMod: string): Promise<bigint | null> {
+    return commitIf(this.etcd, [[keys.lease(cur.pool, cur.ip), 'Mod', cur.revision], [keys.pool(cur.pool), 'Mod', poolMod]], releaseOps(this.etcd, cur, d));
   }
 
   /** What a release answers: the held lease, or for a freed one the lease as it was released (no binding, no hold). */

@@ -147,6 +147,25 @@ test.serial('hold can be changed on a live pool; it applies to the next release'
   t.is((await ca.pool('live')).cidr, '198.18.80.0/24');
 });
 
+test.serial('a release right after a hold change on the other replica always gets the new hold', async (t) => {
+  // Replica a's view may not have seen b's change yet when the release
+  // arrives; the release's commit is fenced on the pool key, so it never
+  // commits a hold decided from the old settings. Odd rounds hold a's view
+  // back, as a watch event still in flight would (the window is too narrow
+  // to hit by timing alone, but CI once did).
+  await ca.createPool({ name: 'relhold', cidr: '198.18.86.0/24', holdSeconds: 3600 });
+  for (let round = 0; round < 20; round++) {
+    const id = `k8s/rh/p-${round}`;
+    await ca.bind('relhold', bindReq(id, `c${round}`, { source: 'k8s' }));
+    const hold = 100 + round;
+    const before = a.store.view.pools.get('relhold');
+    await cb.updatePool('relhold', { holdSeconds: hold });
+    if (round % 2 === 1 && before) a.store.view.pools.set('relhold', before);
+    const rel = await ca.release('relhold', { identity: id, containerId: `c${round}` });
+    t.is(rel.lease?.heldUntil, new Date(clock + hold * 1000).toISOString(), `round ${round}`);
+  }
+});
+
 test.serial('holds by identity source: container ids are freed, pods and explicit identities held; explicit-only pools hold only explicit', async (t) => {
   await ca.createPool({ name: 'src', cidr: '198.18.82.0/29', holdSeconds: 3600 });
   // A /29 has 5 addresses: 10 anonymous cycles would exhaust it if they were held.
