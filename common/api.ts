@@ -30,10 +30,13 @@
  * newest `revision` a write answered with) is answered once the replica's
  * watch-fed view has reached that etcd revision, or after
  * MIN_REVISION_WAIT_MS, whichever comes first. Any replica, the same or
- * another, then shows the write. Every read answers with `berth-revision`,
- * the revision its view had reached; a client whose remembered revision is
- * ahead of that after the wait (etcd restored from a snapshot goes back in
- * revisions) lowers it, so it waits once, not on every read.
+ * another, then shows the write. Every answer carries `berth-revision`,
+ * the revision the replica's view had reached. After a write it counts as
+ * one of the write's revisions: pool, host-forget and free answers come
+ * once the view shows the write, so the header covers them. After a read, a
+ * client whose remembered revision is ahead of it after the wait (etcd
+ * restored from a snapshot goes back in revisions) lowers it, so it waits
+ * once, not on every read.
  */
 import type { HoldPolicy, Host, IdentitySource, LeaseEvent, LeaseState, LeaseView, Pool, PoolUsage } from './records';
 
@@ -41,7 +44,7 @@ import type { HoldPolicy, Host, IdentitySource, LeaseEvent, LeaseState, LeaseVie
 export const MIN_REVISION_HEADER = 'berth-min-revision';
 /** The longest a read waits for its replica's view to reach that revision. */
 export const MIN_REVISION_WAIT_MS = 2000;
-/** Response header of a read: the revision the answering replica's view had reached. */
+/** Response header: the revision the answering replica's view had reached. */
 export const REVISION_HEADER = 'berth-revision';
 
 export interface CreatePool {

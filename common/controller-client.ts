@@ -173,9 +173,16 @@ export class ControllerClient {
 
   private note(r: unknown): void {
     const o = r as { revision?: unknown; lease?: { revision?: unknown }; freed?: { revision?: unknown } } | undefined;
-    for (const v of [o?.revision, o?.lease?.revision, o?.freed?.revision]) {
-      if (typeof v === 'string' && /^\d{1,20}$/.test(v) && BigInt(v) > this.seen) this.seen = BigInt(v);
-    }
+    for (const v of [o?.revision, o?.lease?.revision, o?.freed?.revision]) this.raiseTo(v);
+  }
+
+  /**
+   * A write answered: its body's revisions, and the replica's view revision
+   * in the header (which covers writes whose body names none: pools, host
+   * forget, free, answered once the view has them).
+   */
+  private raiseTo(v: unknown): void {
+    if (typeof v === 'string' && /^\d{1,20}$/.test(v) && BigInt(v) > this.seen) this.seen = BigInt(v);
   }
 
   /** Replica `at` answered: calls stick to it from now on. */
@@ -219,6 +226,7 @@ export class ControllerClient {
             return reject(new BerthError('Internal', `${status} ${text.slice(0, 200)}`, 'controller sent a non-JSON reply'));
           }
           if (method === 'GET') this.lowerTo(res.headers[REVISION_HEADER]);
+          else this.raiseTo(res.headers[REVISION_HEADER]);
           resolve((parsed ?? {}) as T);
         });
         res.on('error', (e) => reject(failover(new BerthError('TryAgainLater', `${ep.where}: ${e.message}`, 'controller connection failed'))));

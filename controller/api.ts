@@ -127,7 +127,7 @@ export function createApi(store: LeaseStore, log: Logger, opts: ApiOptions): Api
       // /healthz is unauthenticated: it never waits for anything.
       (path === '/healthz' ? Promise.resolve() : readYourWrites(req, deps.view))
         .then(() => handler({ params, query: target.query, body }))
-        .then(([s, b]) => reply(s, b, method === 'GET' ? { [REVISION_HEADER]: String(deps.view.revision) } : {}), fail);
+        .then(([s, b]) => reply(s, b, { [REVISION_HEADER]: String(deps.view.revision) }), fail);
     } catch (e) {
       fail(e);
     }

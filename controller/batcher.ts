@@ -21,20 +21,26 @@ import type { Etcd3 } from 'etcd3';
 import type { BindRequest } from '../common/api';
 import { castError } from '../common/errors';
 import { keys } from '../common/keys';
-import type { Lease } from '../common/records';
+import type { Lease, Pool } from '../common/records';
 import { chooseFree, ipAt, type PoolSpace } from './allocator';
 import { newLease } from './lease-rules';
-import { commitIf, poolExists, putEvent, putIdentity, putLease, type Compare } from './txn';
+import { commitIf, poolUnchanged, putEvent, putIdentity, putLease, type Compare } from './txn';
 import type { IOperation } from 'etcd3';
-import type { ClusterView } from './view';
+import type { ClusterView, Versioned } from './view';
 
 const MAX_INFLIGHT_BATCHES = 1;
 
-export type AllocOutcome = { lease: Lease; revision: bigint } | 'conflict' | 'exhausted';
+/** A new lease, with the pool settings it was allocated under (its gateway and prefix go in the answer). */
+export type AllocOutcome = { lease: Lease; revision: bigint; pool: Pool } | 'conflict' | 'exhausted';
+
+/** A pool as read, with the space its settings describe. */
+export interface PoolAt { pool: Versioned<Pool>; space: PoolSpace }
 
 interface Pending {
   req: BindRequest;
   now: string;
+  /** The pool as the caller read it (fresh from etcd after a conflict). */
+  pool: Versioned<Pool>;
   resolve: (o: AllocOutcome) => void;
   reject: (e: unknown) => void;
 }
@@ -52,16 +58,18 @@ export class AllocationBatcher {
   constructor(
     private readonly etcd: Etcd3,
     private readonly view: ClusterView,
-    private readonly space: (pool: string) => Promise<PoolSpace>,
+    /** The newer of the view's pool and `seen` (a caller's fresh read), with its space. */
+    private readonly poolAt: (pool: string, seen: Versioned<Pool>) => Promise<PoolAt>,
     private readonly opts: { batchMax: number },
   ) {}
 
-  allocate(pool: string, req: BindRequest, now: string): Promise<AllocOutcome> {
+  allocate(pool: Versioned<Pool>, req: BindRequest, now: string): Promise<AllocOutcome> {
+    const name = pool.value.name;
     return new Promise((resolve, reject) => {
-      let q = this.queues.get(pool);
-      if (!q) { q = []; this.queues.set(pool, q); }
-      q.push({ req, now, resolve, reject });
-      void this.drain(pool);
+      let q = this.queues.get(name);
+      if (!q) { q = []; this.queues.set(name, q); }
+      q.push({ req, now, pool, resolve, reject });
+      void this.drain(name);
     });
   }
 
@@ -95,24 +103,27 @@ export class AllocationBatcher {
 
   private async flush(pool: string, batch: Pending[]): Promise<void> {
     try {
-      const space = await this.space(pool);
+      // The newest settings any request of the batch saw: a view a moment
+      // behind would otherwise make every commit fail on the pool's mod.
+      const newest = batch.reduce((a, p) => (BigInt(p.pool.mod) > BigInt(a.mod) ? p.pool : a), batch[0].pool);
+      const { pool: at, space } = await this.poolAt(pool, newest);
       const offsets = this.choose(pool, space, batch.length);
       for (const p of batch.slice(offsets.length)) p.resolve('exhausted');
       const items = offsets.map((off, i) => ({ p: batch[i], off, d: newLease(pool, ipAt(space, off), batch[i].req, batch[i].now) }));
       if (items.length === 0) return;
       const reserved = this.reserve(pool, offsets);
-      const rev = await this.commit(items.map((x) => x.d));
+      const rev = await this.commit(at, items.map((x) => x.d));
       if (rev !== null) {
-        for (const x of items) x.p.resolve({ lease: x.d.next as Lease, revision: rev });
+        for (const x of items) x.p.resolve({ lease: x.d.next as Lease, revision: rev, pool: at.value });
         void this.view.caughtUp(rev).then(() => this.unreserve(pool, reserved));
         return;
       }
       // Someone else won at least one compare: settle each item on its own.
       await Promise.all(items.map(async (x) => {
         try {
-          const r = await this.commit([x.d]);
+          const r = await this.commit(at, [x.d]);
           if (r === null) { this.unreserve(pool, [x.off]); x.p.resolve('conflict'); return; }
-          x.p.resolve({ lease: x.d.next as Lease, revision: r });
+          x.p.resolve({ lease: x.d.next as Lease, revision: r, pool: at.value });
           void this.view.caughtUp(r).then(() => this.unreserve(pool, [x.off]));
         } catch (e) { this.unreserve(pool, [x.off]); x.p.reject(castError(e)); }
       }));
@@ -121,9 +132,9 @@ export class AllocationBatcher {
     }
   }
 
-  private commit(ds: ReturnType<typeof newLease>[]): Promise<bigint | null> {
-    // One pool per batch: new leases only in a pool that still exists (store.deletePool).
-    const compares: Compare[] = [poolExists((ds[0].next as Lease).pool)];
+  private commit(pool: Versioned<Pool>, ds: ReturnType<typeof newLease>[]): Promise<bigint | null> {
+    // One pool per batch: new leases only in the pool as it was read (store.deletePool).
+    const compares: Compare[] = [poolUnchanged(pool.value.name, pool.mod)];
     const ops: IOperation[] = [];
     for (const d of ds) {
       const l = d.next as Lease;

@@ -58,7 +58,8 @@ export class HostReaper {
   private async doCheck(): Promise<void> {
     if (!this.leadership.isLeader || this.stopped) return;
     try {
-      const alive = await aliveHosts(this.deps.etcd);
+      // No host registered: nothing to look up, and an idle controller reads nothing from etcd.
+      const alive = this.deps.view.hosts.size === 0 ? new Set<string>() : await aliveHosts(this.deps.etcd);
       const hosts = [...this.deps.view.hosts.values()].map((h) => ({ record: h.value, alive: alive.has(h.value.name) }));
       const plan = planReaper(hosts, this.clock, this.opts.now(), this.opts.deadAfterMs);
       this.clock = plan.clock;

@@ -19,11 +19,11 @@ import type { ForgetResponse, HostView } from '../common/api';
 import { BerthError } from '../common/errors';
 import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
-import { DEFAULT_HOLD_SECONDS, type Host, type Lease, type LeaseView } from '../common/records';
+import { DEFAULT_HOLD_SECONDS, type Host, type Lease, type LeaseView, type Pool } from '../common/records';
 import { orphanLease } from './host-death';
 import { holdSecondsFor, type Decision } from './lease-rules';
 import { commitIf, readKey, releaseOps, type Compare } from './txn';
-import type { ClusterView } from './view';
+import { VIEW_CATCH_UP_MS, type ClusterView, type Versioned } from './view';
 
 const BATCH = 32;
 
@@ -104,25 +104,32 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
     for (const l of leases.values()) if (l.state === 'bound' && l.binding?.host === host) bound.push(l);
   }
   const out: ForgetResponse = { host, orphaned: 0, pinned: 0, freed: 0, interrupted: false };
-  const decide = (l: LeaseView): Decision | null => orphanLease(l, host, holdOf(d, l), d.now(), dead.by, reason);
+  // A hold comes from the lease's pool settings, so each commit compares the
+  // pool key as well (as a release does): a hold changed on another replica
+  // after this view was read sends the lease to the fresh path below.
+  const decide = (l: LeaseView, pool: Versioned<Pool> | undefined): Decision | null => orphanLease(l, host, holdOf(pool?.value, l), d.now(), dead.by, reason);
+  const poolMod = (pool: Versioned<Pool> | undefined): string => pool?.mod ?? '0';
   const count = (l: Lease, dec: Decision) => {
     if (dec.frees) { out.freed = (out.freed ?? 0) + 1; return; }
     out.orphaned++;
     if (l.pinned) out.pinned++;
   };
   for (let i = 0; i < bound.length && !out.interrupted; i += BATCH) {
-    const batch = bound.slice(i, i + BATCH).map((l) => ({ l, dec: decide(l) })).filter((x) => x.dec !== null);
+    const batch = bound.slice(i, i + BATCH).map((l) => ({ l, pool: d.view.pools.get(l.pool) })).map((x) => ({ ...x, dec: decide(x.l, x.pool) })).filter((x) => x.dec !== null);
     if (batch.length === 0) continue;
-    const compares: Compare[] = [[keys.host(host), 'Mod', markRev], ...batch.map(({ l }): Compare => [keys.lease(l.pool, l.ip), 'Mod', l.revision])];
+    const pools = new Map(batch.map(({ l, pool }) => [l.pool, poolMod(pool)]));
+    const compares: Compare[] = [[keys.host(host), 'Mod', markRev], ...batch.map(({ l }): Compare => [keys.lease(l.pool, l.ip), 'Mod', l.revision]),
+      ...[...pools].map(([name, mod]): Compare => [keys.pool(name), 'Mod', mod])];
     const ops = batch.flatMap(({ l, dec }) => releaseOps(d.etcd, l, dec!));
     if ((await commitIf(d.etcd, compares, ops)) !== null) { for (const { l, dec } of batch) count(l, dec!); continue; }
     // Something in the batch moved on (a release, a rebind): one by one, from fresh reads.
     for (const { l } of batch) {
-      const fresh = await readKey<Lease>(d.etcd, keys.lease(l.pool, l.ip));
+      const [fresh, pool] = await Promise.all([readKey<Lease>(d.etcd, keys.lease(l.pool, l.ip)), readKey<Pool>(d.etcd, keys.pool(l.pool))]);
       if (!fresh.value) continue;
-      const dec = decide({ ...fresh.value, revision: fresh.mod });
+      const at = pool.value ? { value: pool.value, mod: pool.mod } : undefined;
+      const dec = decide({ ...fresh.value, revision: fresh.mod }, at);
       if (!dec) continue;
-      const rev = await commitIf(d.etcd, [[keys.host(host), 'Mod', markRev], [keys.lease(l.pool, l.ip), 'Mod', fresh.mod]],
+      const rev = await commitIf(d.etcd, [[keys.host(host), 'Mod', markRev], [keys.lease(l.pool, l.ip), 'Mod', fresh.mod], [keys.pool(l.pool), 'Mod', poolMod(at)]],
         releaseOps(d.etcd, fresh.value, dec));
       if (rev !== null) count(fresh.value, dec);
       else if ((await readKey<Host>(d.etcd, keys.host(host))).mod !== markRev) { out.interrupted = true; break; }
@@ -131,6 +138,8 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
   if (!out.interrupted) {
     const rev = await commitIf(d.etcd, [[keys.host(host), 'Mod', markRev]], [d.etcd.delete().key(keys.host(host))]);
     out.interrupted = rev === null;
+    // The answer's revision header then covers the delete: a read after it sees the host gone.
+    if (rev !== null) await d.view.caughtUpWithin(rev, VIEW_CATCH_UP_MS);
   }
   if (out.interrupted) d.log.warn('host came back while being declared dead; the rest of its leases stay bound', { host, orphaned: out.orphaned });
   else d.log.warn('host record deleted; its bound leases are held', { host, orphaned: out.orphaned, pinned: out.pinned, by: dead.by });
@@ -138,7 +147,6 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
 }
 
 /** The hold a release of l would get: by the pool's hold and policy and l's identity source. */
-function holdOf(d: HostsDeps, l: Lease): number {
-  const pool = d.view.pools.get(l.pool)?.value;
+function holdOf(pool: Pool | undefined, l: Lease): number {
   return pool ? holdSecondsFor(pool, l) : DEFAULT_HOLD_SECONDS;
 }

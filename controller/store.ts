@@ -19,13 +19,13 @@ import { keys, NAME_RE } from '../common/keys';
 import type { Logger } from '../common/log';
 import type { Host, Lease, LeaseView, Pool, PoolUsage } from '../common/records';
 import { capacity, checkRequested, poolSpace, type PoolSpace } from './allocator';
-import { AllocationBatcher } from './batcher';
+import { AllocationBatcher, type PoolAt } from './batcher';
 import { Backoff } from './backoff';
 import { NAME_RE as CNI_NAME_RE } from '../common/cni-config';
 import { bindingOnOtherInterface, decideBind, decideOperatorFree, decidePin, decidePoolDelete, decideRelease, event, holdSecondsFor, newLease, type Decision, type HostStatus } from './lease-rules';
 import { checkPoolFits, poolFromRequest, updatedPool } from './pool-rules';
-import { commitIf, commitIfRangeUnchanged, del, poolExists, putEvent, putIdentity, putLease, readKey, releaseOps, type Compare } from './txn';
-import type { ClusterView, Versioned } from './view';
+import { commitIf, commitIfRangeUnchanged, del, poolUnchanged, putEvent, putIdentity, putLease, readKey, releaseOps, type Compare } from './txn';
+import { VIEW_CATCH_UP_MS, type ClusterView, type Versioned } from './view';
 
 /**
  * Pool creates and deletes all rewrite the pool-set guard, so N of them racing
@@ -54,7 +54,7 @@ export class LeaseStore {
   constructor(readonly etcd: Etcd3, readonly view: ClusterView, private readonly log: Logger, opts: StoreOptions = {}) {
     this.maxAttempts = opts.maxAttempts ?? 8;
     this.now = opts.now ?? Date.now;
-    this.batcher = new AllocationBatcher(etcd, view, (pool) => this.space(pool), { batchMax: opts.batchMax ?? 32 });
+    this.batcher = new AllocationBatcher(etcd, view, (name, seen) => this.poolAt(name, seen), { batchMax: opts.batchMax ?? 32 });
   }
 
   // ---- pools ----
@@ -115,7 +115,7 @@ export class LeaseStore {
    * Deletes a pool with its leases and identity index, in one transaction that
    * commits only if no lease of the pool changed since it was judged (a range
    * compare), so a bind that lands meanwhile makes it re-read and judge again.
-   * New leases compare the pool key's existence (txn.poolExists), so none is
+   * New leases compare the pool key's mod revision (txn.poolUnchanged), so none is
    * created in a pool once it is gone. Refused while a lease is bound or
    * pinned, unless forced. History keeps the removed leases' past and gets a
    * `freed` event per lease, written right after the commit.
@@ -164,11 +164,22 @@ export class LeaseStore {
 
   /** The pool with its mod revision: from the view, else from etcd. */
   private async versionedPool(name: string): Promise<Versioned<Pool>> {
-    const cached = this.view.pools.get(name);
-    if (cached) return cached;
+    return this.view.pools.get(name) ?? this.freshPool(name);
+  }
+
+  private async freshPool(name: string): Promise<Versioned<Pool>> {
     const fresh = await readKey<Pool>(this.etcd, keys.pool(name));
     if (!fresh.value) throw new BerthError('PoolNotFound', name);
     return { value: fresh.value, mod: fresh.mod };
+  }
+
+  /**
+   * Waits (bounded) until the view shows everything etcd had committed when
+   * asked: what a refusal decided from the view needs before it is final.
+   */
+  private async viewCaughtUpWithEtcd(): Promise<void> {
+    const res = await this.etcd.get(keys.poolSet).exec();
+    await this.view.caughtUpWithin(BigInt(res.header.revision), VIEW_CATCH_UP_MS);
   }
 
   async poolUsage(name: string): Promise<PoolUsage> {
@@ -195,19 +206,20 @@ export class LeaseStore {
     return space;
   }
 
-  private async space(name: string): Promise<PoolSpace> {
-    return this.spaceFor(await this.pool(name));
+  private async poolAt(name: string, seen: Versioned<Pool>): Promise<PoolAt> {
+    const viewed = this.view.pools.get(name);
+    const pool = viewed && BigInt(viewed.mod) > BigInt(seen.mod) ? viewed : seen;
+    return { pool, space: this.spaceFor(pool.value) };
   }
 
   // ---- bind / release / pin / free ----
 
   async bind(poolName: string, req: BindRequest): Promise<BindResponse> {
     validateBind(req);
-    const pool = await this.pool(poolName);
-    const space = this.spaceFor(pool);
-    const requested = req.ip !== undefined ? checkRequested(space, req.ip) : null;
+    let pool = await this.versionedPool(poolName);
     const backoff = new Backoff();
     let fresh = false;
+    let confirmedExhausted = false;
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       // The first retry after a view-based attempt re-reads at once; later ones back off.
       if (attempt > 0 && fresh) {
@@ -215,21 +227,38 @@ export class LeaseStore {
         await backoff.next();
       }
       fresh = attempt > 0;
+      // New leases commit only against the pool settings they were decided
+      // with (its mod revision): a pool deleted and created again with
+      // another prefix on another replica is never allocated from the old one.
+      if (fresh) pool = await this.freshPool(poolName);
+      const space = this.spaceFor(pool.value);
+      const requested = req.ip !== undefined ? checkRequested(space, req.ip) : null;
       const snap = fresh ? await this.readSnapshot(poolName, req.identity) : this.viewSnapshot(poolName, req.identity);
       const nowMs = this.now();
       const now = new Date(nowMs).toISOString();
       if (snap.ip === null) {
         if (requested) {
           const other = fresh ? (await readKey<Lease>(this.etcd, keys.lease(poolName, requested.ip))).value : this.view.leasesOf(poolName).get(requested.ip);
+          // The view may not have seen a free or a lapsed hold yet: refuse only on etcd's word.
+          if (other && !fresh) continue;
           if (other) throw new BerthError('AddressConflict', `${requested.ip} is leased to ${other.identity}`);
           const d = newLease(poolName, requested.ip, req, now);
-          const rev = await this.commitNew(d.next as Lease, d.event!, snap.identityMod);
-          if (rev !== null) return this.bound(pool, d.next as Lease, rev, true);
+          const rev = await this.commitNew(d.next as Lease, d.event!, snap.identityMod, pool.mod);
+          if (rev !== null) return this.bound(pool.value, d.next as Lease, rev, true);
           continue;
         }
-        const outcome = await this.batcher.allocate(poolName, req, now);
-        if (outcome === 'exhausted') throw new BerthError('PoolExhausted', `${poolName} (${pool.cidr}) has no free address`);
-        if (outcome !== 'conflict') return this.bound(pool, outcome.lease, outcome.revision, true);
+        const outcome = await this.batcher.allocate(pool, req, now);
+        if (outcome === 'exhausted') {
+          // Free addresses are picked from the view: before refusing, let it
+          // catch up with etcd once (a release, free or expiry acknowledged
+          // by another replica a moment ago).
+          if (confirmedExhausted) throw new BerthError('PoolExhausted', `${poolName} (${pool.value.cidr}) has no free address`);
+          await this.viewCaughtUpWithEtcd();
+          confirmedExhausted = true;
+          fresh = false;
+          continue;
+        }
+        if (outcome !== 'conflict') return this.bound(outcome.pool, outcome.lease, outcome.revision, true);
         continue;
       }
       if (requested && requested.ip !== snap.ip) {
@@ -238,8 +267,8 @@ export class LeaseStore {
       if (!snap.lease) {
         // Identity index without its lease cannot be produced by our transactions; heal it.
         const d = newLease(poolName, snap.ip, req, now);
-        const rev = await this.commitNew(d.next as Lease, d.event!, snap.identityMod);
-        if (rev !== null) return this.bound(pool, d.next as Lease, rev, true);
+        const rev = await this.commitNew(d.next as Lease, d.event!, snap.identityMod, pool.mod);
+        if (rev !== null) return this.bound(pool.value, d.next as Lease, rev, true);
         continue;
       }
       const holder = snap.lease.binding;
@@ -253,14 +282,14 @@ export class LeaseStore {
       // "Already bound to you" is an answer the view may give after etcd moved on (a release
       // this replica made a moment ago, not yet seen): confirm it with a fresh read.
       if (!decision.next && !fresh) continue;
-      if (!decision.next) return this.bound(pool, snap.lease, BigInt(snap.lease.revision), false);
+      if (!decision.next) return this.bound(pool.value, snap.lease, BigInt(snap.lease.revision), false);
       const compares: Compare[] = [
         [keys.lease(poolName, snap.lease.ip), 'Mod', snap.lease.revision],
         [keys.identity(poolName, req.identity), 'Mod', snap.identityMod],
       ];
       if (decision.reliesOnHostGone) compares.push([keys.host(decision.reliesOnHostGone), 'Version', 0]);
       const rev = await commitIf(this.etcd, compares, [putLease(this.etcd, decision.next), putEvent(this.etcd, decision.event!)]);
-      if (rev !== null) return this.bound(pool, decision.next, rev, false);
+      if (rev !== null) return this.bound(pool.value, decision.next, rev, false);
     }
     throw new BerthError('Contention', `bind ${req.identity} in ${poolName}: ${this.maxAttempts} conflicting attempts`);
   }
@@ -272,9 +301,9 @@ export class LeaseStore {
     return alive.kvs.length > 0 ? 'alive' : 'absent';
   }
 
-  private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string): Promise<bigint | null> {
+  private commitNew(lease: Lease, ev: NonNullable<ReturnType<typeof newLease>['event']>, identityMod: string, poolMod: string): Promise<bigint | null> {
     return commitIf(this.etcd,
-      [[keys.identity(lease.pool, lease.identity), 'Mod', identityMod], [keys.lease(lease.pool, lease.ip), 'Version', 0], poolExists(lease.pool)],
+      [[keys.identity(lease.pool, lease.identity), 'Mod', identityMod], [keys.lease(lease.pool, lease.ip), 'Version', 0], poolUnchanged(lease.pool, poolMod)],
       [putLease(this.etcd, lease), putIdentity(this.etcd, lease.pool, lease.identity, lease.ip), putEvent(this.etcd, ev)]);
   }
 
@@ -335,12 +364,16 @@ export class LeaseStore {
 
   async pin(poolName: string, req: PinRequest): Promise<LeaseView> {
     if (typeof req?.identity !== 'string' || req.identity === '') throw new BerthError('InvalidRequest', 'identity', 'identity is required');
-    const pool = await this.pool(poolName);
-    const space = this.spaceFor(pool);
-    const requested = req.ip !== undefined ? checkRequested(space, String(req.ip)) : null;
+    let pool = await this.versionedPool(poolName);
     const backoff = new Backoff();
+    let confirmedExhausted = false;
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      if (attempt > 0) await backoff.next();
+      if (attempt > 0) {
+        await backoff.next();
+        pool = await this.freshPool(poolName);
+      }
+      const space = this.spaceFor(pool.value);
+      const requested = req.ip !== undefined ? checkRequested(space, String(req.ip)) : null;
       const snap = await this.readSnapshot(poolName, req.identity);
       const now = new Date(this.now()).toISOString();
       let ip = snap.ip;
@@ -349,17 +382,27 @@ export class LeaseStore {
         if (requested) ip = requested.ip;
         else {
           const picked = this.batcher.pickOne(poolName, space);
-          if (picked === null) throw new BerthError('PoolExhausted', `${poolName} (${pool.cidr}) has no free address`);
+          if (picked === null) {
+            // Picked from the view, as bind's: refuse only once it has caught up with etcd.
+            if (confirmedExhausted) throw new BerthError('PoolExhausted', `${poolName} (${pool.value.cidr}) has no free address`);
+            await this.viewCaughtUpWithEtcd();
+            confirmedExhausted = true;
+            continue;
+          }
           ip = picked;
         }
       }
       const cur = snap.lease ?? (await readKey<Lease>(this.etcd, keys.lease(poolName, ip))).value;
       const curMod = snap.lease ? snap.lease.revision : cur ? null : '0';
-      if (cur && !snap.lease) throw new BerthError('AddressConflict', `${ip} is leased to ${cur.identity}`);
+      if (cur && !snap.lease) {
+        // An address the view thought free is taken: pick another.
+        if (!requested) continue;
+        throw new BerthError('AddressConflict', `${ip} is leased to ${cur.identity}`);
+      }
       const d = decidePin(cur, poolName, req.identity, ip, now);
       if (!d.next) return snap.lease as LeaseView;
       const rev = await commitIf(this.etcd,
-        [[keys.identity(poolName, req.identity), 'Mod', snap.identityMod], [keys.lease(poolName, ip), 'Mod', curMod ?? '0'], poolExists(poolName)],
+        [[keys.identity(poolName, req.identity), 'Mod', snap.identityMod], [keys.lease(poolName, ip), 'Mod', curMod ?? '0'], poolUnchanged(poolName, pool.mod)],
         [putLease(this.etcd, d.next), putIdentity(this.etcd, poolName, req.identity, ip), putEvent(this.etcd, d.event!)]);
       if (rev !== null) return { ...d.next, revision: String(rev) };
     }
@@ -377,6 +420,8 @@ export class LeaseStore {
     const rev = await commitIf(this.etcd, [[keys.lease(poolName, lease.ip), 'Mod', lease.revision]],
       [del(this.etcd, keys.lease(poolName, lease.ip)), del(this.etcd, identityKey), putEvent(this.etcd, ev)]);
     if (rev === null) throw new BerthError('Contention', `${ip} changed while freeing it; look again and retry`);
+    // The answer's revision header then covers the free: a read after it sees the address free.
+    await this.view.caughtUpWithin(rev, VIEW_CATCH_UP_MS);
     return lease;
   }
 

@@ -11,8 +11,12 @@ import type { Lease, LeaseEvent } from '../common/records';
 /** A compare on one key; the comparison is '==' unless given. */
 export type Compare = [key: string, target: 'Version' | 'Mod', value: string | number, cmp?: '==' | '>' | '<' | '!='];
 
-/** New leases are only created in a pool that exists (fences a pool delete against binds in flight). */
-export const poolExists = (pool: string): Compare => [keys.pool(pool), 'Version', 0, '>'];
+/**
+ * New leases are only created in the pool, as it was, that they were decided
+ * from: its key still has the mod revision read. Fences a pool delete against
+ * binds in flight, and a stale view against a pool deleted and created again.
+ */
+export const poolUnchanged = (pool: string, mod: string): Compare => [keys.pool(pool), 'Mod', mod];
 
 /**
  * The stored form of a lease: the record only. A LeaseView's `revision` is

@@ -23,6 +23,12 @@ import type { Host, LeaseView, Pool } from '../common/records';
 
 export interface Versioned<T> { value: T; mod: string }
 
+/**
+ * How long a write's answer, or a refusal decided from the view, waits for
+ * the view to reach a revision before going ahead without it.
+ */
+export const VIEW_CATCH_UP_MS = 2000;
+
 export interface LeaseCounts { bound: number; held: number; pinned: number }
 
 export interface ViewListener {
