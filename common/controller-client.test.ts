@@ -220,3 +220,22 @@ test('reads carry the newest revision this client\'s writes answered with; a cli
   await c.leases({});
   t.deepEqual(seen, [undefined, undefined, '41', undefined, '42', '42', '30'], 'one wait, then no more than the replica can show');
 });
+
+test('a write whose body names no revision is remembered by the header it answered with', async (t) => {
+  const path = join(dir, 'ryw-header.sock');
+  const seen: (string | undefined)[] = [];
+  const srv = createServer((req, res) => {
+    seen.push(req.headers['berth-min-revision'] as string | undefined);
+    // A pool update: its body has no revision, the header has the view's, which shows the write.
+    const body = req.method === 'PATCH' ? { name: 'p', holdSeconds: 60 } : { pools: [] };
+    res.writeHead(200, { 'content-type': 'application/json', 'berth-revision': req.method === 'PATCH' ? '77' : '80' });
+    res.end(JSON.stringify(body));
+  });
+  servers.push(srv);
+  await new Promise<void>((r) => srv.listen(path, r));
+  const c = new ControllerClient({ url: `unix://${path}` });
+  t.teardown(() => c.close());
+  await c.updatePool('p', { holdSeconds: 60 });
+  await c.pools();
+  t.deepEqual(seen, [undefined, '77']);
+});
