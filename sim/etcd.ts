@@ -10,8 +10,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Etcd3 } from 'etcd3';
+import type { EtcdPolicy } from '../common/etcd-faults';
 import { eventually } from './eventually';
 import { Pki } from './pki';
 
@@ -65,6 +66,8 @@ export interface EtcdOptions {
   maxTxnOps?: number;
   /** etcd --quota-backend-bytes (default 2 GiB). */
   quotaBytes?: number;
+  /** Ports for the first start-up attempt (tests of start-up itself: a port another process holds). */
+  firstPorts?: { client?: number; peer?: number };
 }
 
 function extraFlags(o: EtcdOptions): string[] {
@@ -74,21 +77,66 @@ function extraFlags(o: EtcdOptions): string[] {
   ];
 }
 
+/**
+ * Start-up attempts, each on fresh ports. freePort() frees its port before
+ * etcd binds it, so a process started meanwhile (another test file's etcd,
+ * say) can take it: etcd then exits at once, and the attempt is made again.
+ */
+const START_ATTEMPTS = 5;
+
 export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'berth-etcd-'));
-  const clientPort = await freePort();
-  const peerPort = await freePort();
+  // Unique to this server: readiness is asked of the member list, so a probe
+  // that reached another etcd on a port taken from under us is never taken for ours.
+  const name = `berth-test-${basename(dataDir).replace(/^berth-etcd-/, '')}`;
   const pki = o.tls ? makeTestPki(dataDir) : undefined;
-  const scheme = pki ? 'https' : 'http';
-  const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
-  const tlsArgs = pki
-    ? ['--cert-file', pki.server.cert, '--key-file', pki.server.key, '--trusted-ca-file', pki.ca, '--client-cert-auth']
-    : [];
   const creds = pki
     ? { rootCertificate: readFileSync(pki.ca), certChain: readFileSync(pki.client.cert), privateKey: readFileSync(pki.client.key) }
     : undefined;
+  const failures: string[] = [];
+  for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+    const first = attempt === 0 ? o.firstPorts : undefined;
+    const clientPort = first?.client ?? await freePort();
+    const peerPort = first?.peer ?? await freePort();
+    const up = await launch({ o, name, dataDir, pki, creds, clientPort, peerPort });
+    if ('server' in up) return up.server;
+    failures.push(up.failure);
+    // What the failed attempt left (a member dir naming its peer URL, the socket) must not steer the next.
+    rmSync(join(dataDir, 'member'), { recursive: true, force: true });
+    rmSync(join(dataDir, 'etcd.sock:0'), { force: true });
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+  throw new Error(`etcd did not start in ${START_ATTEMPTS} attempts: ${failures.join(' | ')}`);
+}
+
+/**
+ * The probe's calls go out once each: the polling is the retry. etcd3's default
+ * breaker would stop calling for 5 s after three refused connections, which is
+ * what any probe of an etcd still starting meets.
+ */
+const ONCE = { execute: (fn: (ctx: { signal: AbortSignal }) => unknown) => fn({ signal: new AbortController().signal }) } as unknown as EtcdPolicy;
+
+interface LaunchArgs {
+  o: EtcdOptions;
+  name: string;
+  dataDir: string;
+  pki: ReturnType<typeof makeTestPki> | undefined;
+  creds: { rootCertificate: Buffer; certChain: Buffer; privateKey: Buffer } | undefined;
+  clientPort: number;
+  peerPort: number;
+}
+
+/** One start-up attempt: the server once this very etcd answers, or why it exited first. */
+async function launch(a: LaunchArgs): Promise<{ server: EtcdServer } | { failure: string }> {
+  const { o, name, dataDir, pki, creds } = a;
+  const scheme = pki ? 'https' : 'http';
+  const endpoint = `${scheme}://127.0.0.1:${a.clientPort}`;
+  const peer = `http://127.0.0.1:${a.peerPort}`;
+  const tlsArgs = pki
+    ? ['--cert-file', pki.server.cert, '--key-file', pki.server.key, '--trusted-ca-file', pki.ca, '--client-cert-auth']
+    : [];
   const child: ChildProcess = spawn('etcd', [
-    '--name', 'berth-test',
+    '--name', name,
     '--data-dir', dataDir,
     // A pathname unix socket is not scoped to a network namespace, so agents
     // inside simulated hosts reach etcd without any route to this loopback.
@@ -96,9 +144,9 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
     // unix:// (grpc-js has no unixs scheme) and bring TLS credentials.
     '--listen-client-urls', `${endpoint},${pki ? 'unixs' : 'unix'}://etcd.sock:0`,
     '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
-    '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-    '--initial-cluster', `berth-test=http://127.0.0.1:${peerPort}`,
+    '--listen-peer-urls', peer,
+    '--initial-advertise-peer-urls', peer,
+    '--initial-cluster', `${name}=${peer}`,
     '--log-level', 'error',
     ...tlsArgs,
     ...extraFlags(o),
@@ -107,27 +155,49 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
   const pid = child.pid;
   if (pid === undefined) throw new Error('etcd did not start (is it installed?)');
-  const clients: Etcd3[] = [];
+  const running = () => child.exitCode === null && child.signalCode === null;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const probe = new Etcd3({ hosts: endpoint, ...(creds ? { credentials: creds } : {}) });
+  const probe = new Etcd3({ hosts: endpoint, ...(creds ? { credentials: creds } : {}), faultHandling: { host: () => ONCE, global: ONCE } });
+  let ours = false;
   try {
-    await eventually(async () => { await probe.get('probe').string(); }, { timeoutMs: 20_000, what: `etcd on ${endpoint}: ${stderr}` });
+    ours = await eventually(async () => {
+      if (!running()) return false;
+      const { members } = await probe.cluster.memberList({});
+      const names = members.map((m) => m.name);
+      if (!names.includes(name)) throw new Error(`${endpoint} answers as ${JSON.stringify(names)}, not ${name}`);
+      await probe.get('probe').string();
+      return running();
+    }, { timeoutMs: 20_000, what: `etcd on ${endpoint}` }).catch(async (e: Error) => {
+      if (!running()) return false;
+      // Running but never ready: not left behind.
+      process.kill(pid, 'SIGKILL');
+      await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+      throw new Error(`${e.message}: ${stderr}`);
+    });
   } finally {
     probe.close();
   }
+  if (!ours) {
+    await exited;
+    return { failure: `etcd on ${endpoint} (peer ${peer}) exited at start-up: ${stderr.trim().slice(-500)}` };
+  }
+  const clients: Etcd3[] = [];
   return {
-    endpoint, pid, dataDir, socketEndpoint: `unix://${join(dataDir, 'etcd.sock:0')}`,
-    ...(pki ? { tls: { ...pki.client, otherCa: pki.otherCa } } : {}),
-    client() { const c = new Etcd3({ hosts: endpoint, ...(creds ? { credentials: creds } : {}) }); clients.push(c); return c; },
-    async stop() {
-      for (const c of clients.splice(0)) c.close();
-      if (child.exitCode === null && child.signalCode === null) {
-        process.kill(pid, 'SIGTERM');
-        const timer = setTimeout(() => { if (child.exitCode === null) process.kill(pid, 'SIGKILL'); }, 5000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(dataDir, { recursive: true, force: true });
+    server: {
+      endpoint, pid, dataDir, socketEndpoint: `unix://${join(dataDir, 'etcd.sock:0')}`,
+      ...(pki ? { tls: { ...pki.client, otherCa: pki.otherCa } } : {}),
+      client() { const c = new Etcd3({ hosts: endpoint, ...(creds ? { credentials: creds } : {}) }); clients.push(c); return c; },
+      async stop() {
+        for (const c of clients.splice(0)) c.close();
+        if (running()) {
+          process.kill(pid, 'SIGTERM');
+          const timer = setTimeout(() => { if (running()) process.kill(pid, 'SIGKILL'); }, 5000);
+          await exited;
+          clearTimeout(timer);
+        }
+        rmSync(dataDir, { recursive: true, force: true });
+      },
     },
   };
 }

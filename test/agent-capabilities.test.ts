@@ -53,5 +53,11 @@ test('with the manifest\'s capabilities, --fast-path loads and carries pod traff
   writeFileSync(conflist, JSON.stringify({ cniVersion: '1.0.0', name: 'berth', plugins: [{ type: 'berth', pool: c.pool.name, agentSocket: h1.socket, journalDir: h1.journalDir }] }));
   const result = await podRoundTrip(t, c, new CniRuntime(binDir, conflist), h1, 'caps-c', 'caps0123');
   t.true(String(result.ips[0].address).startsWith('198.18.46.'));
-  t.deepEqual(c.logs(h1).filter((l) => l.level === 'warn' || l.level === 'error').map((l) => l.msg), [], 'nothing refused along the way');
+  // Any warning or error counts (a missing capability surfaces as a refused op, a failed
+  // firewall pass, a failed rollback...), except ADD's bounded wait for the firewall running
+  // out on a loaded machine: that one is a timeout, not a refusal (a refused sync carries
+  // its error in that line and in its own "firewall pass" warning, and still counts).
+  const timedOut = (l: { msg: string; error?: unknown }) => l.msg.startsWith('pod admitted before the firewall took it') && /^no sync within \d+ ms$/.test(String(l.error));
+  const trouble = c.logs(h1).filter((l) => (l.level === 'warn' || l.level === 'error') && !timedOut(l));
+  t.deepEqual(trouble.map((l) => JSON.stringify(l)), [], 'nothing refused along the way');
 });

@@ -58,7 +58,8 @@ test('the conflist is in the conf dir exactly while the agent is ready', async (
   t.is(await readyz(), 200);
   t.is(readFileSync(file, 'utf8'), conflistText({ cniVersion: '1.0.0', network: 'berth', pool, agentSocket: h.socket, journalDir: h.journalDir, chain: [] }));
   t.is(statSync(file).mode & 0o777, 0o644);
-  t.truthy(c.logs(h, 'cni conflist published').at(-1));
+  // Logged right after the rename that made the file appear: waited for, not read at once.
+  await c.waitLog(h, (l) => l.msg === 'cni conflist published', { fromLine: from });
   const result = await podRoundTrip(t, c, new CniRuntime(binDir, file), h, 'web-0', 'publish0123');
   t.true(String(result.ips[0].address).startsWith('198.18.43.'), result.ips[0].address);
 

@@ -77,7 +77,12 @@ test.serial('the second DEL, with CNI_NETNS empty, succeeds with zero controller
     t.is(again.code, 0, again.stdout + again.stderr);
   }
   t.deepEqual(proxy.requests.slice(from), [], 'no controller request');
-  const answered = c.logs(c.hosts[0]).slice(logFrom).filter((l) => l.msg === 'DEL' && l.containerId === 'ctr-a');
+  // The agent's log lines reach this process through a pipe, after its answers: waited for.
+  const answered = await eventually(() => {
+    const dels = c.logs(c.hosts[0]).slice(logFrom).filter((l) => l.msg === 'DEL' && l.containerId === 'ctr-a');
+    if (dels.length < 2) throw new Error(`${dels.length} DEL lines`);
+    return dels;
+  }, { what: 'both DELs logged' });
   t.deepEqual(answered.map((l) => l.outcome), ['already-gone', 'already-gone']);
 
   // A new ADD of the same attachment: its DEL goes to the controller again.

@@ -25,13 +25,14 @@ test.after.always(async () => {
   await c?.teardown();
 });
 
-const cni = (verb: string, name: string, pod: Netns | undefined) => {
+/** acceptMs: short where the agent is stopped (the bound is what is tested), generous where it must answer. */
+const cni = (verb: string, name: string, pod: Netns | undefined, acceptMs = 1000) => {
   const h = c.hosts[0];
   return execPlugin({
     CNI_COMMAND: verb, CNI_CONTAINERID: `ctr-${name}`, CNI_NETNS: pod?.path ?? '', CNI_IFNAME: 'eth0', CNI_ARGS: `K8S_POD_NAMESPACE=wedge;K8S_POD_NAME=${name}`,
   }, {
     cniVersion: '1.0.0', name: 'berth-net', type: 'berth', pool: c.pool.name, agentSocket: h.socket, journalDir: h.journalDir,
-    agentAcceptTimeoutMs: 1000, agentTimeoutMs: 600_000,
+    agentAcceptTimeoutMs: acceptMs, agentTimeoutMs: 600_000,
   });
 };
 const leaseState = async (name: string) => (await c.client.leases({ pool: c.pool.name, identity: `k8s/wedge/${name}` })).leases[0]?.state;
@@ -39,7 +40,7 @@ const leaseState = async (name: string) => (await c.client.leases({ pool: c.pool
 test.serial('a stopped agent: ADD is 11 for want of an acknowledgement, DEL is journalled; on SIGCONT the journal is replayed and the abandoned ADD is dropped', async (t) => {
   const h = c.hosts[0];
   const a = c.lab.pod('a');
-  const addA = await cni('ADD', 'a', a);
+  const addA = await cni('ADD', 'a', a, 10_000);
   t.is(addA.code, 0, addA.stdout + addA.stderr);
   t.is(await leaseState('a'), 'bound');
 

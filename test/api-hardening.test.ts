@@ -27,7 +27,7 @@ test.before(async () => {
   etcd = await startEtcd();
   dir = mkdtempSync(join(tmpdir(), 'berth-api-'));
   sock = join(dir, 'api.sock');
-  ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: ['127.0.0.1:0', `unix://${sock}`], bodyTimeoutMs: 300, log: silentLogger });
+  ctl = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: ['127.0.0.1:0', `unix://${sock}`], log: silentLogger });
   port = Number(new URL(ctl.url).port);
 });
 
@@ -89,7 +89,13 @@ test('a declared Content-Length over the limit gets a 413 before the body is rea
 });
 
 test('a chunked body that never ends gets a 408 after the body deadline, and the connection is closed', async (t) => {
-  const a = await raw(`POST /v1/pools HTTP/1.1\r\n${hostHdr()}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked`, '5\r\n{"nam\r\n', undefined, { keepOpen: true });
+  // A short body deadline on a controller of its own: the shared one keeps the default, so
+  // large bodies in the tests running beside this one never meet a deadline meant for this.
+  const slow = await startController({ etcd: { endpoints: [etcd.endpoint] }, listen: '127.0.0.1:0', bodyTimeoutMs: 300, log: silentLogger });
+  t.teardown(() => slow.stop());
+  const slowPort = Number(new URL(slow.url).port);
+  const a = await raw(`POST /v1/pools HTTP/1.1\r\nHost: 127.0.0.1:${slowPort}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked`, '5\r\n{"nam\r\n',
+    { port: slowPort, host: '127.0.0.1' }, { keepOpen: true });
   jsonError(t, a, 408, 'RequestTimeout');
   t.is(a.headers.connection, 'close');
 });

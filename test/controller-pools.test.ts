@@ -9,6 +9,7 @@ import test from 'ava';
 import { isBerthError } from '../common/errors';
 import { keys } from '../common/keys';
 import type { Lease } from '../common/records';
+import { eventually } from '../sim/eventually';
 import { rejectsWith as rejects, startReplicas, type Replicas } from './harness/replicas';
 
 let r: Replicas;
@@ -50,8 +51,12 @@ test.serial('two racing creates of overlapping pools: exactly one wins, in eithe
     t.is(lost.length, 1);
     t.true(isBerthError(lost[0]?.reason) && lost[0].reason.kind === 'PoolOverlap', String(lost[0]?.reason?.details));
   }
-  const pools = (await ca.pools()).pools.filter((p) => /^(wide|narrow)-/.test(p.name));
-  t.is(pools.length, 40);
+  // Exactly one pool per round in etcd; replica a's watch-fed list shows b's last win once the event lands.
+  const stored = (await etcd.client().getAll().prefix(keys.poolPrefix).keys()).filter((k) => /\/(wide|narrow)-\d+$/.test(k));
+  t.is(stored.length, 40);
+  const listed = async () => (await ca.pools()).pools.filter((p) => /^(wide|narrow)-/.test(p.name));
+  await eventually(async () => { const n = (await listed()).length; if (n < 40) throw new Error(`${n} listed`); }, { what: 'replica a to list every winner' });
+  t.is((await listed()).length, 40);
 });
 
 test.serial('prefixes that cannot be pools are refused with a clear error and change nothing', async (t) => {
@@ -102,7 +107,12 @@ test.serial('delete is refused while a lease is bound or pinned, then removes th
   const r = await cb.deletePool('gone', true);
   t.is(r.removedLeases, 2);
   t.is(r.deleted.cidr, '198.18.61.0/24');
-  await rejects(t, ca.pool('gone'), 'PoolNotFound');
+  // b answered the delete once its own view had it; a's view drops the pool when the watch event lands.
+  await rejects(t, cb.pool('gone'), 'PoolNotFound');
+  await eventually(async () => {
+    const left = await ca.pool('gone').then(() => 'still there', (e) => (isBerthError(e) && e.kind === 'PoolNotFound' ? null : String(e)));
+    if (left) throw new Error(left);
+  }, { what: "replica a's view to drop the pool" });
   await rejects(t, ca.bind('gone', bindReq('k8s/a/p', 'c2')), 'PoolNotFound');
   t.is(await keyCount(keys.poolLeasePrefix('gone')), 0);
   t.is(await keyCount(`${keys.identityPrefix}gone/`), 0);
