@@ -34,9 +34,9 @@ import type { CniServer } from './cni-api';
 import { createCniHandler } from './cni-handlers';
 import { ConflistPublisher } from './conflist-publish';
 import { startCniServer } from './cni-server';
-import { desiredState, overlayMtu, vtepMacFor, type Desired } from './desired';
+import { desiredState, localEndpoints, overlayMtu, vtepMacFor, type Desired, type LocalEndpoint } from './desired';
 import { fastPathWant, type LinkView } from './fastpath';
-import { firewallWant, withAdmitted } from './firewall';
+import { firewallWant, withAdmitted, type FirewallWant } from './firewall';
 import { FirewallLoop, type FirewallPass } from './firewall-loop';
 import { FastPath } from './kernel/fastpath';
 import { FirewallSync } from './kernel/firewall';
@@ -326,17 +326,30 @@ export class Agent {
       pool: { name: pool.name, cidr: pool.cidr, gateway: pool.gateway },
       underlayMtu: this.underlay!.mtu,
     });
-    d.firewall = firewallWant({
-      underlayIp: me.underlayIp, pools: [pool, ...pools].map((p) => p.cidr), hosts: others.map((h) => h.underlayIp),
-      noMasquerade: this.o.noMasquerade ?? [], locals: withAdmitted(d.locals ?? [], this.admitted), isolation: this.o.isolation !== false,
-    });
+    d.firewall = this.firewallFor(pool, pools, others, d.locals ?? []);
     return d;
+  }
+
+  private firewallFor(pool: Pool, pools: Pool[], others: Host[], locals: LocalEndpoint[]): FirewallWant {
+    return firewallWant({
+      underlayIp: this.self!.underlayIp, pools: [pool, ...pools].map((p) => p.cidr), hosts: others.map((h) => h.underlayIp),
+      noMasquerade: this.o.noMasquerade ?? [], locals: withAdmitted(locals, this.admitted), isolation: this.o.isolation !== false,
+    });
+  }
+
+  /** The firewall part of desired() alone: what every ADD's admission needs, without routes and neighbours. */
+  private firewallNow(): FirewallWant | undefined {
+    const snap = this.source?.snapshot();
+    if (!snap?.pool || !this.self) return undefined;
+    const me = this.self.name;
+    const locals = localEndpoints({ self: me, leases: snap.leases, pool: snap.pool });
+    return this.firewallFor(snap.pool, snap.pools, snap.hosts.filter((h) => h.name !== me), locals);
   }
 
   /** ADD: the pod behind veth may send as ip once this resolves (bounded: a wedged nft must not wedge ADD). */
   private async admit(veth: string, ip: string): Promise<void> {
     this.admitted.set(veth, ip);
-    const want = this.desired()?.firewall;
+    const want = this.firewallNow();
     if (!want || !this.firewall) return;
     let timer: NodeJS.Timeout | undefined;
     const pass = await Promise.race([

@@ -2,7 +2,7 @@ import { deepStrictEqual, ok } from 'node:assert';
 import test from 'ava';
 import fc from 'fast-check';
 import type { Host, LeaseView } from '../common/records';
-import { BRIDGE_NAME, VXLAN_NAME, desiredState, hostVethMacFor, overlayMtu, vethNameFor, vtepMacFor, winningLeases, type DesiredInput } from './desired';
+import { BRIDGE_NAME, VXLAN_NAME, desiredState, hostVethMacFor, localEndpoints, overlayMtu, vethNameFor, vtepMacFor, winningLeases, type DesiredInput } from './desired';
 import { planChanges } from './plan';
 
 const host = (name: string, n: number): Host => ({
@@ -114,4 +114,26 @@ test('a host veth MAC is 0e:bf and its name\'s hash: locally administered unicas
     const first = parseInt(m.slice(0, 2), 16);
     return (first & 0x02) === 0x02 && (first & 0x01) === 0 && m.slice(6).replace(/:/g, '') === vethNameFor(id, ifName).slice(3);
   }));
+});
+
+test('property: localEndpoints is exactly desiredState\'s locals (what ADD admits is what the passes program)', (t) => {
+  const leaseArb = fc.record({
+    ip: fc.integer({ min: 1, max: 12 }).map((n) => `198.18.0.${n}`),
+    on: fc.option(fc.constantFrom('a', 'b', 'ghost'), { nil: undefined }),
+    rev: fc.bigInt({ min: 1n, max: 1000n }).map(String),
+    pool: fc.constantFrom('default', 'other'),
+  });
+  fc.assert(fc.property(fc.array(leaseArb, { maxLength: 30 }), (ls) => {
+    const input = base(ls.map((l) => lease(l.ip, l.on, l.rev, l.pool)));
+    deepStrictEqual(localEndpoints(input), desiredState(input).locals);
+  }));
+  t.pass();
+});
+
+test('vethNameFor: the same names from its memo, also past its bound (names are pinned: a new name would orphan existing veths)', (t) => {
+  t.is(vethNameFor('abc', 'eth0'), 'bth2d0e111d');
+  t.is(vethNameFor('abc', 'eth0'), 'bth2d0e111d');
+  for (let i = 0; i < 20_000; i++) vethNameFor(`c${i}`, 'eth0'); // past the memo's bound: it starts over
+  t.is(vethNameFor('abc', 'eth0'), 'bth2d0e111d');
+  t.is(vethNameFor('c19999', 'eth0'), 'bthb9aba587');
 });

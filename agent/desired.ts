@@ -93,12 +93,11 @@ export function desiredState(input: DesiredInput): Desired {
     fdbs.push({ dev: VXLAN_NAME, mac: vtepMac, dst: h.underlayIp });
   }
 
-  for (const l of winningLeases(input.leases, input.pool.name).values()) {
-    if (l.state !== 'bound' || !l.binding || l.ip === input.pool.gateway) continue;
+  for (const l of routedLeases(input)) {
     const dst = `${l.ip}/32`;
     if (l.binding.host === input.self) {
       routes.push({ dst, dev: BRIDGE_NAME });
-      locals.push({ ip: l.ip, veth: vethNameFor(l.binding.containerId, l.binding.ifName) });
+      locals.push(localEndpoint(l));
       continue;
     }
     const h = remotes.get(l.binding.host);
@@ -112,14 +111,31 @@ export function desiredState(input: DesiredInput): Desired {
     bridge: { name: BRIDGE_NAME, address: `${input.pool.gateway}/32`, mtu },
     vxlan: { name: VXLAN_NAME, vni: me.vni, local: me.underlayIp, port: VXLAN_PORT, mtu, mac: me.vtepMac.toLowerCase() },
   };
-  locals.sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
-  return { routes, neighs, fdbs, devices, locals };
+  return { routes, neighs, fdbs, devices, locals: sortedByIp(locals) };
 }
 
+type Routed = LeaseView & { binding: NonNullable<LeaseView['binding']> };
+
+/** The pool's bound leases that get a route: one per address (fencing), never the gateway. */
+function routedLeases(input: Pick<DesiredInput, 'leases' | 'pool'>): Routed[] {
+  const out: Routed[] = [];
+  for (const l of winningLeases(input.leases, input.pool.name).values()) {
+    if (l.state === 'bound' && l.binding && l.ip !== input.pool.gateway) out.push(l as Routed);
+  }
+  return out;
+}
+
+const localEndpoint = (l: Routed): LocalEndpoint => ({ ip: l.ip, veth: vethNameFor(l.binding.containerId, l.binding.ifName) });
+const sortedByIp = (xs: LocalEndpoint[]) => xs.sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+
 /**
- * A stable, locally administered unicast MAC for a host's VTEP, so a
- * restarted agent re-registers the same address and peers' FDB stays right.
+ * desiredState(input).locals alone, without the routes and neighbours: what
+ * a CNI ADD's firewall admission needs, on every ADD.
  */
+export function localEndpoints(input: Pick<DesiredInput, 'self' | 'leases' | 'pool'>): LocalEndpoint[] {
+  return sortedByIp(routedLeases(input).filter((l) => l.binding.host === input.self).map(localEndpoint));
+}
+
 /**
  * berth0's MAC, the same on every host. A bridge without an explicit address
  * inherits one of its ports' MACs and changes it when that port goes away,
@@ -127,6 +143,10 @@ export function desiredState(input: DesiredInput): Desired {
  */
 export const GATEWAY_MAC = '0e:be:00:00:00:01';
 
+/**
+ * A stable, locally administered unicast MAC for a host's VTEP, so a
+ * restarted agent re-registers the same address and peers' FDB stays right.
+ */
 export function vtepMacFor(hostName: string): string {
   let h = 0x811c9dc5; // FNV-1a, 32 bits
   for (const c of Buffer.from(hostName)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
@@ -147,7 +167,17 @@ export function hostVethMacFor(vethName: string): string {
 
 /** Host-side veth name for a container: stable, unique enough, 15 bytes max. */
 export function vethNameFor(containerId: string, ifName: string): string {
+  const key = `${containerId}/${ifName}`;
+  const hit = vethNames.get(key);
+  if (hit !== undefined) return hit;
   let h = 0x811c9dc5;
-  for (const c of Buffer.from(`${containerId}/${ifName}`)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
-  return `bth${h.toString(16).padStart(8, '0')}`;
+  for (const c of Buffer.from(key)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  const name = `bth${h.toString(16).padStart(8, '0')}`;
+  // Every local lease's name is needed on every ADD (localEndpoints): remember them, bounded.
+  if (vethNames.size >= VETH_NAMES_MAX) vethNames.clear();
+  vethNames.set(key, name);
+  return name;
 }
+
+const VETH_NAMES_MAX = 16_384;
+const vethNames = new Map<string, string>();
