@@ -9,8 +9,8 @@
  *                                                          when the host is declared dead or forgotten)
  *   /berth/v1/alive/<host>                        HostAlive (attached to the agent's etcd lease: liveness)
  *   /berth/v1/events/<ip>/<at>-<seq>              LeaseEvent (bounded by age and count)
- *   /berth/v1/election/expirer                    etcd election for the single expirer
- *   berth-v1-host-reaper                          etcd election for the single host reaper
+ *   berth-v1-expirer                              leader key of the single expirer (controller/leadership.ts)
+ *   berth-v1-host-reaper                          leader key of the single host reaper
  *   /berth/v1/identity-events/<identity>/<at>-<seq>  LeaseEvent (the same event, indexed by identity)
  *
  * Uniqueness of an address is the absence of its lease key, so every
