@@ -230,10 +230,11 @@ export class LeaseStore {
       // New leases commit only against the pool settings they were decided
       // with (its mod revision): a pool deleted and created again with
       // another prefix on another replica is never allocated from the old one.
-      if (fresh) pool = await this.freshPool(poolName);
+      let snap: Snapshot;
+      if (fresh) [pool, snap] = await Promise.all([this.freshPool(poolName), this.readSnapshot(poolName, req.identity)]);
+      else snap = this.viewSnapshot(poolName, req.identity);
       const space = this.spaceFor(pool.value);
       const requested = req.ip !== undefined ? checkRequested(space, req.ip) : null;
-      const snap = fresh ? await this.readSnapshot(poolName, req.identity) : this.viewSnapshot(poolName, req.identity);
       const nowMs = this.now();
       const now = new Date(nowMs).toISOString();
       if (snap.ip === null) {
