@@ -33,7 +33,8 @@
  * another, then shows the write. Every answer carries `berth-revision`,
  * the revision the replica's view had reached. After a write it counts as
  * one of the write's revisions: pool, host-forget and free answers come
- * once the view shows the write, so the header covers them. After a read, a
+ * once the view shows the write (waiting at most 2 s for it), so the
+ * header covers them. After a read, a
  * client whose remembered revision is ahead of it after the wait (etcd
  * restored from a snapshot goes back in revisions) lowers it, so it waits
  * once, not on every read.

@@ -24,7 +24,7 @@ import { keys } from '../common/keys';
 import type { Lease, Pool } from '../common/records';
 import { chooseFree, ipAt, type PoolSpace } from './allocator';
 import { newLease } from './lease-rules';
-import { commitIf, poolUnchanged, putEvent, putIdentity, putLease, type Compare } from './txn';
+import { commitIf, poolUnchanged, putEvent, putIdentity, putLease, readKey, type Compare } from './txn';
 import type { IOperation } from 'etcd3';
 import type { ClusterView, Versioned } from './view';
 
@@ -118,7 +118,14 @@ export class AllocationBatcher {
         void this.view.caughtUp(rev).then(() => this.unreserve(pool, reserved));
         return;
       }
-      // Someone else won at least one compare: settle each item on its own.
+      // Someone else won at least one compare. If it was the pool's settings,
+      // every item would fail alike: hand them all back to be read afresh.
+      if ((await readKey(this.etcd, keys.pool(pool))).mod !== at.mod) {
+        this.unreserve(pool, offsets);
+        for (const x of items) x.p.resolve('conflict');
+        return;
+      }
+      // Otherwise settle each item on its own.
       await Promise.all(items.map(async (x) => {
         try {
           const r = await this.commit(at, [x.d]);

@@ -26,6 +26,8 @@ import { commitIf, readKey, releaseOps, type Compare } from './txn';
 import { VIEW_CATCH_UP_MS, type ClusterView, type Versioned } from './view';
 
 const BATCH = 32;
+/** Fresh-read attempts per lease once its batch failed. */
+const ONE_BY_ONE_ATTEMPTS = 5;
 
 export interface HostsDeps {
   etcd: Etcd3;
@@ -114,6 +116,25 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
     out.orphaned++;
     if (l.pinned) out.pinned++;
   };
+  /**
+   * One lease from fresh reads, until it is orphaned or no longer bound here.
+   * 'interrupted' when the host came back, or the lease kept changing: the
+   * record then stays, marked dead, and the next declaration finishes it.
+   */
+  const orphanOne = async (l: LeaseView): Promise<'done' | 'interrupted'> => {
+    for (let attempt = 0; attempt < ONE_BY_ONE_ATTEMPTS; attempt++) {
+      const [fresh, pool] = await Promise.all([readKey<Lease>(d.etcd, keys.lease(l.pool, l.ip)), readKey<Pool>(d.etcd, keys.pool(l.pool))]);
+      if (!fresh.value) return 'done';
+      const at = pool.value ? { value: pool.value, mod: pool.mod } : undefined;
+      const dec = decide({ ...fresh.value, revision: fresh.mod }, at);
+      if (!dec) return 'done';
+      const rev = await commitIf(d.etcd, [[keys.host(host), 'Mod', markRev], [keys.lease(l.pool, l.ip), 'Mod', fresh.mod], [keys.pool(l.pool), 'Mod', poolMod(at)]],
+        releaseOps(d.etcd, fresh.value, dec));
+      if (rev !== null) { count(fresh.value, dec); return 'done'; }
+      if ((await readKey<Host>(d.etcd, keys.host(host))).mod !== markRev) return 'interrupted';
+    }
+    return 'interrupted';
+  };
   for (let i = 0; i < bound.length && !out.interrupted; i += BATCH) {
     const batch = bound.slice(i, i + BATCH).map((l) => ({ l, pool: d.view.pools.get(l.pool) })).map((x) => ({ ...x, dec: decide(x.l, x.pool) })).filter((x) => x.dec !== null);
     if (batch.length === 0) continue;
@@ -122,17 +143,9 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
       ...[...pools].map(([name, mod]): Compare => [keys.pool(name), 'Mod', mod])];
     const ops = batch.flatMap(({ l, dec }) => releaseOps(d.etcd, l, dec!));
     if ((await commitIf(d.etcd, compares, ops)) !== null) { for (const { l, dec } of batch) count(l, dec!); continue; }
-    // Something in the batch moved on (a release, a rebind): one by one, from fresh reads.
+    // Something in the batch moved on (a release, a rebind, a pool's hold): one by one, from fresh reads.
     for (const { l } of batch) {
-      const [fresh, pool] = await Promise.all([readKey<Lease>(d.etcd, keys.lease(l.pool, l.ip)), readKey<Pool>(d.etcd, keys.pool(l.pool))]);
-      if (!fresh.value) continue;
-      const at = pool.value ? { value: pool.value, mod: pool.mod } : undefined;
-      const dec = decide({ ...fresh.value, revision: fresh.mod }, at);
-      if (!dec) continue;
-      const rev = await commitIf(d.etcd, [[keys.host(host), 'Mod', markRev], [keys.lease(l.pool, l.ip), 'Mod', fresh.mod], [keys.pool(l.pool), 'Mod', poolMod(at)]],
-        releaseOps(d.etcd, fresh.value, dec));
-      if (rev !== null) count(fresh.value, dec);
-      else if ((await readKey<Host>(d.etcd, keys.host(host))).mod !== markRev) { out.interrupted = true; break; }
+      if ((await orphanOne(l)) === 'interrupted') { out.interrupted = true; break; }
     }
   }
   if (!out.interrupted) {
@@ -141,7 +154,7 @@ async function finish(d: HostsDeps, host: string, markRev: string, dead: NonNull
     // The answer's revision header then covers the delete: a read after it sees the host gone.
     if (rev !== null) await d.view.caughtUpWithin(rev, VIEW_CATCH_UP_MS);
   }
-  if (out.interrupted) d.log.warn('host came back while being declared dead; the rest of its leases stay bound', { host, orphaned: out.orphaned });
+  if (out.interrupted) d.log.warn('host came back, or its leases kept changing, while being declared dead; the rest of its leases stay bound until the next declaration', { host, orphaned: out.orphaned });
   else d.log.warn('host record deleted; its bound leases are held', { host, orphaned: out.orphaned, pinned: out.pinned, by: dead.by });
   return out;
 }

@@ -36,17 +36,25 @@ export interface LeadershipOptions {
 const RETRY_MS = 1000;
 const CANCEL_WITHIN_MS = 2000;
 
+/**
+ * One campaign: its lease, and the watch it waits on. Each has its own, so a
+ * campaign that a lost lease replaced, still finishing a call, can neither
+ * take nor leave behind its successor's watch.
+ */
+interface Campaign {
+  lease: Lease;
+  watcher: Watcher | null;
+  /** Ends the wait on the watch (stop, or the lease lost). */
+  wake: (() => void) | null;
+}
+
 export class Leadership {
-  private lease: Lease | null = null;
-  private watcher: Watcher | null = null;
-  /** Ends the wait for the leader's key to go (stop). */
-  private wake: (() => void) | null = null;
+  private current: Campaign | null = null;
+  /** Campaigns still running (a replaced one ends at its next step). */
+  private readonly running = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
-  /** The campaign under way (competing, or leading and watching its key). */
-  private running: Promise<void> = Promise.resolve();
   private leader = false;
   private stopped = false;
-
   /**
    * Its own namespace (same keys, empty prefix) for its own watch stream:
    * etcd3 multiplexes every watcher of a namespace on one stream, and the
@@ -61,11 +69,13 @@ export class Leadership {
   get isLeader(): boolean { return this.leader; }
 
   start(): void {
-    if (this.stopped || this.lease) return;
-    const lease = this.etcd.lease(this.o.ttlSeconds ?? 10);
-    this.lease = lease;
-    lease.on('lost', (e: Error) => this.fail(lease, e));
-    this.running = this.compete(lease).catch((e) => this.fail(lease, castError(e)));
+    if (this.stopped || this.current) return;
+    const c: Campaign = { lease: this.etcd.lease(this.o.ttlSeconds ?? 10), watcher: null, wake: null };
+    this.current = c;
+    c.lease.on('lost', (e: Error) => this.fail(c, e));
+    const run = this.compete(c).catch((e) => this.fail(c, castError(e)));
+    this.running.add(run);
+    void run.finally(() => this.running.delete(run));
   }
 
   /** No tick starts after this; `drain` (the tick under way) settles before the replica resigns. */
@@ -73,37 +83,43 @@ export class Leadership {
     this.stopped = true;
     this.clearTimer();
     await drain();
-    const lease = this.lease;
-    this.lease = null; // before the wake: the waits it ends see a stopped, not a failed, leadership
-    this.wake?.();
-    await this.cancelWatch();
-    // The campaign may be between two calls: let it see the stop before the caller closes the client.
-    await within(this.running, CANCEL_WITHIN_MS).catch(() => undefined);
-    await this.cancelWatch();
-    // Revoking deletes the key, so another replica takes over now rather than after the TTL.
-    if (lease) await within(lease.revoke(), CANCEL_WITHIN_MS).catch(() => undefined);
+    const c = this.current;
+    this.current = null; // first: what the wake ends sees a stopped, not a failed, campaign
+    c?.wake?.();
+    if (c) await cancelWatch(c);
+    // A campaign may be between two calls: let it see the stop before the caller closes the client.
+    await within(Promise.allSettled([...this.running]), CANCEL_WITHIN_MS).catch(() => undefined);
+    if (c) {
+      await cancelWatch(c);
+      // Revoking deletes the key, so another replica takes over now rather than after the TTL.
+      await within(c.lease.revoke(), CANCEL_WITHIN_MS).catch(() => undefined);
+    }
     this.leader = false;
   }
 
-  private async compete(lease: Lease): Promise<void> {
-    const id = await lease.grant();
+  private live(c: Campaign): boolean {
+    return !this.stopped && this.current === c;
+  }
+
+  private async compete(c: Campaign): Promise<void> {
+    const id = await c.lease.grant();
     const key = this.o.election;
-    while (!this.stopped && this.lease === lease) {
+    while (this.live(c)) {
       const r = await this.etcd.if(key, 'Create', '==', 0)
         .then(this.etcd.put(key).value(this.o.replicaId).lease(id))
         .else(this.etcd.get(key))
         .commit();
       const from = BigInt(r.header.revision) + 1n;
-      if (this.stopped || this.lease !== lease) return; // stop() revokes the lease, and the key with it
+      if (!this.live(c)) return; // stop() or fail() revokes the lease, and the key with it
       if (r.succeeded) {
         this.elected();
         // A leader whose key is gone (deleted by hand, or its lease expired unseen) is no longer one.
-        await this.deleted(key, from);
-        if (!this.stopped) this.fail(lease, new Error('leader key deleted'));
+        await this.deleted(c, key, from);
+        if (this.live(c)) this.fail(c, new Error('leader key deleted'));
         return;
       }
       // Someone leads: wait for its key to go, from the revision just read.
-      await this.deleted(key, from);
+      await this.deleted(c, key, from);
     }
   }
 
@@ -116,37 +132,34 @@ export class Leadership {
     if (this.o.tickOnElection) this.o.tick();
   }
 
-  private async deleted(key: string, from: bigint): Promise<void> {
-    const w = await this.etcd.watch().key(key).startRevision(String(from)).create();
-    this.watcher = w;
+  /** Until key is deleted (from revision `from` on), or the campaign ends. */
+  private async deleted(c: Campaign, key: string, from: bigint): Promise<void> {
+    if (!this.live(c)) return;
+    // Held before it connects: a stop while etcd is slow can still detach it.
+    const w = this.etcd.watch().key(key).startRevision(String(from)).watcher();
+    c.watcher = w;
     try {
-      if (this.stopped) return;
       await new Promise<void>((resolve, reject) => {
-        this.wake = resolve;
+        c.wake = resolve;
         w.on('delete', () => resolve());
         w.on('error', reject);
+        if (!this.live(c)) resolve();
       });
     } finally {
-      this.wake = null;
-      await this.cancelWatch();
+      c.wake = null;
+      await cancelWatch(c);
     }
   }
 
-  private async cancelWatch(): Promise<void> {
-    const w = this.watcher;
-    this.watcher = null;
-    if (w) await within(w.cancel(), CANCEL_WITHIN_MS).catch(() => undefined);
-  }
-
   /** The lease is lost or competing failed: stop ticking, and compete again with a new lease. */
-  private fail(lease: Lease, e: Error): void {
-    if (this.lease !== lease) return;
-    this.lease = null;
+  private fail(c: Campaign, e: Error): void {
+    if (this.current !== c) return;
+    this.current = null;
     this.leader = false;
     this.clearTimer();
-    this.wake?.();
-    void this.cancelWatch();
-    void lease.revoke().catch(() => undefined);
+    c.wake?.();
+    void cancelWatch(c);
+    void c.lease.revoke().catch(() => undefined);
     if (this.stopped) return;
     this.log.warn(`${this.o.role} campaign failed, campaigning again`, { error: e.message });
     setTimeout(() => this.start(), RETRY_MS).unref();
@@ -156,6 +169,12 @@ export class Leadership {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
   }
+}
+
+async function cancelWatch(c: Campaign): Promise<void> {
+  const w = c.watcher;
+  c.watcher = null;
+  if (w) await within(w.cancel(), CANCEL_WITHIN_MS).catch(() => undefined);
 }
 
 /** p, or a rejection after ms: a call to an etcd that went away must not hold a shutdown. */

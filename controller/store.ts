@@ -179,7 +179,10 @@ export class LeaseStore {
    */
   private async viewCaughtUpWithEtcd(): Promise<void> {
     const res = await this.etcd.get(keys.poolSet).exec();
-    await this.view.caughtUpWithin(BigInt(res.header.revision), VIEW_CATCH_UP_MS);
+    const rev = BigInt(res.header.revision);
+    if (!(await this.view.caughtUpWithin(rev, VIEW_CATCH_UP_MS))) {
+      throw new BerthError('StoreUnavailable', `the controller's view has not reached revision ${rev}`, 'etcd watch lagging; cannot confirm the refusal, retry');
+    }
   }
 
   async poolUsage(name: string): Promise<PoolUsage> {
